@@ -1,0 +1,44 @@
+# VFIO migration protocol v2 for QEMU 7.2: the series and its checks.
+#
+#   make demo           live-migrate a VM between two local QEMUs (the main job)
+#   make check          checkpatch, full build, the series' qtests, regressions
+#
+# Developer loop: make tree, edit and commit in build/qemu, make export,
+# make check, commit patches/.
+
+SHELL := /bin/bash
+S := scripts
+
+.PHONY: all deps base tree build export series-status check demo clean help
+
+all: build
+
+help:
+	@sed -n '3,8p' Makefile | sed 's/^# \{0,1\}//'
+
+deps:
+	@$(S)/deps.sh
+
+base: deps
+	@$(S)/get-base.sh >/dev/null
+
+tree: base
+	@$(S)/materialize.sh
+
+build: tree
+	@$(S)/build.sh
+
+export:
+	@$(S)/export.sh
+
+series-status:
+	@$(S)/series-status.sh
+
+check: deps
+	@$(S)/check.sh
+
+demo: build
+	@python3 $(S)/demo.py $(DEMO_ARGS)
+
+clean:
+	rm -rf build/obj build/obj.log

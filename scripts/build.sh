@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Configure (once) and build build/qemu into build/obj: x86_64-softmmu only,
+# with KVM, VFIO and the qtests, -Werror, ccache when present, and Debian's
+# firmware packages on the firmware path.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+FIRMWAREPATH=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu
+CONFIG_ARGS=(
+    --target-list=x86_64-softmmu
+    --without-default-features
+    --enable-kvm
+    --enable-tcg
+    --enable-werror
+    --enable-docs
+    --disable-install-blobs
+    --firmwarepath="$FIRMWAREPATH"
+    --prefix="$TOP/build/install"
+)
+
+# ccache through Debian's compiler symlinks, so that meson uses it.
+if [ -x /usr/lib/ccache/gcc ] && [ -z "${NO_CCACHE:-}" ]; then
+    CONFIG_ARGS+=(--cc=/usr/lib/ccache/gcc --cxx=/usr/lib/ccache/g++)
+fi
+
+[ -d "$TREE/.git" ] || die "no build/qemu; run 'make tree' first"
+mkdir -p "$OBJ"
+
+want=$(printf '%s\n' "${CONFIG_ARGS[@]}" | sha256sum | cut -d' ' -f1)
+have=$(cat "$OBJ/.config-stamp" 2>/dev/null || true)
+if [ "$want" != "$have" ] || [ ! -f "$OBJ/build.ninja" ]; then
+    note "configuring build/obj"
+    (cd "$OBJ" && "$TREE/configure" "${CONFIG_ARGS[@]}" > configure.log 2>&1) || {
+        tail -n 30 "$OBJ/configure.log" >&2
+        die "configure failed; full log in build/obj/configure.log"
+    }
+    echo "$want" > "$OBJ/.config-stamp"
+fi
+
+if command -v ccache >/dev/null 2>&1; then
+    export CCACHE_DIR=${CCACHE_DIR:-$CACHE/ccache}
+    export CCACHE_BASEDIR=$(dirname "$TREE")
+    export CCACHE_NOHASHDIR=1
+    ccache -M 5G >/dev/null
+fi
+note "building ($(nproc) jobs)"
+ninja -C "$OBJ" -j"$(nproc)" "$@"

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The project's checks, in order: checkpatch on every patch of the series,
+# a full build, the series' own qtests, and a regression set from the base
+# tree's migration-test.  Ends with "N passed, N failed, N skipped".
+set -uo pipefail
+. "$(dirname "$0")/common.sh"
+
+TALLY=$(mktemp)
+trap 'rm -f "$TALLY"' EXIT
+echo "0 0 0" > "$TALLY"
+
+count() {   # count pass|fail|skip
+    local p f s
+    read -r p f s < "$TALLY"
+    case $1 in
+    pass) p=$((p + 1)) ;;
+    fail) f=$((f + 1)) ;;
+    skip) s=$((s + 1)) ;;
+    esac
+    echo "$p $f $s" > "$TALLY"
+}
+
+finish() {
+    local p f s
+    read -r p f s < "$TALLY"
+    echo
+    echo "$p passed, $f failed, $s skipped"
+    [ "$f" -eq 0 ]
+    exit $?
+}
+
+"$TOP/scripts/materialize.sh" || { count fail; finish; }
+
+note "checkpatch on every patch of the series"
+shopt -s nullglob
+for p in "$PATCHES"/*.patch; do
+    if out=$("$TREE/scripts/checkpatch.pl" --no-signoff -q "$p" 2>&1); then
+        echo "PASS checkpatch $(basename "$p")"
+        count pass
+    else
+        echo "FAIL checkpatch $(basename "$p")"
+        echo "$out" | sed 's/^/     | /'
+        count fail
+    fi
+done
+
+note "full build"
+if "$TOP/scripts/build.sh" > "$OBJ.log" 2>&1; then
+    echo "PASS build (log: build/obj.log)"
+    count pass
+else
+    echo "FAIL build"
+    grep -E -B2 -A8 'error|FAILED' "$OBJ.log" | head -n 60 | sed 's/^/     | /'
+    count fail
+    finish
+fi
+
+export QTEST_QEMU_BINARY=$OBJ/qemu-system-x86_64
+if [ ! -w /dev/kvm ]; then
+    echo "note: /dev/kvm is not usable here: qtests run under TCG"
+fi
+
+note "the series' own qtests"
+series_tests=$(git -C "$TREE" diff --name-only --diff-filter=A base..HEAD -- 'tests/qtest/*-test.c')
+if [ -z "$series_tests" ]; then
+    echo "(the series adds no qtest of its own yet)"
+fi
+for t in $series_tests; do
+    bin=$OBJ/tests/qtest/$(basename "$t" .c)
+    if [ ! -x "$bin" ]; then
+        echo "FAIL $(basename "$bin"): not built"
+        count fail
+        continue
+    fi
+    "$TOP/scripts/tap-run.py" "$TALLY" 1200 "$bin"
+done
+
+note "regression set: tests/qtest/migration-test"
+REGRESSION=(
+    /x86_64/migration/precopy/unix/plain
+    /x86_64/migration/precopy/tcp/plain
+    /x86_64/migration/multifd/tcp/plain/none
+    /x86_64/migration/multifd/tcp/plain/cancel
+    /x86_64/migration/postcopy/plain
+    /x86_64/migration/bad_dest
+    /x86_64/migration/fd_proto
+    /x86_64/migration/validate_uuid
+    /x86_64/migration/auto_converge
+)
+args=()
+for r in "${REGRESSION[@]}" ${SERIES_REGRESSION:-}; do
+    args+=(-p "$r")
+done
+"$TOP/scripts/tap-run.py" "$TALLY" 1200 "$OBJ/tests/qtest/migration-test" "${args[@]}"
+
+finish
