@@ -45,3 +45,15 @@ if command -v ccache >/dev/null 2>&1; then
 fi
 note "building ($(nproc) jobs)"
 ninja -C "$OBJ" -j"$(nproc)" "$@"
+
+# A QEMU run from the build tree looks up every data directory inside
+# build/obj/qemu-bundle.  Point the firmware directories there at Debian's
+# packages, so that the built binary boots with no install step.
+IFS=: read -r -a fwdirs <<< "$FIRMWAREPATH"
+for d in "${fwdirs[@]}"; do
+    link=$OBJ/qemu-bundle$d
+    if [ ! -e "$link" ]; then
+        mkdir -p "$(dirname "$link")"
+        ln -sfn "$d" "$link"
+    fi
+done

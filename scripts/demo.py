@@ -74,7 +74,10 @@ class Vm:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        self.qmp.close()
+        try:
+            self.qmp.close()
+        except (EOFError, OSError):
+            pass    # QEMU quit first: the connection is already gone
 
 
 def sim_digest(vm):
@@ -150,7 +153,7 @@ def main():
             status = info.get("status")
             ram = info.get("ram", {})
             vfio = info.get("vfio", {}).get("transferred", 0)
-            line = "\r[%-9s] RAM %10s  VFIO %10s  remaining %10s  %7.1f MiB/s  %5.1fs" % (
+            line = "\r[%-9s] RAM %10s  VFIO %10s  remaining %10s  %7.1f MB/s  %5.1fs" % (
                 status, human(ram.get("transferred", 0)), human(vfio),
                 human(ram.get("remaining", 0)),
                 ram.get("mbps", 0.0) / 8.0, time.monotonic() - start)
