@@ -80,18 +80,20 @@ class Vm:
             pass    # QEMU quit first: the connection is already gone
 
 
+def sim_bar0(vm, qdev_id="sim0"):
+    """Guest-physical address of the sim device's register BAR."""
+    for bus in vm.cmd("query-pci"):
+        for dev in bus["devices"]:
+            if dev.get("qdev_id") == qdev_id:
+                for region in dev["regions"]:
+                    if region["bar"] == 0:
+                        return region["address"]
+    raise RuntimeError("%s: no BAR0 for device %s" % (vm.name, qdev_id))
+
+
 def sim_digest(vm):
     """The device's state digest, read from its DIGEST register."""
-    bar = None
-    for line in vm.hmp("info pci").splitlines():
-        if "BAR0" in line and "memory at" in line and bar is None and \
-                getattr(vm, "sim_seen", False):
-            bar = int(line.split("memory at")[1].split()[0], 16)
-        if "1b36" in line.lower() and "device" in line.lower():
-            vm.sim_seen = True
-    if bar is None:
-        return None
-    out = vm.hmp("xp /1gx 0x%x" % (bar + 8))
+    out = vm.hmp("xp /1gx 0x%x" % (sim_bar0(vm) + 8))
     return int(out.split(":")[1].split()[0], 16)
 
 
