@@ -86,6 +86,7 @@ REGRESSION=(
     /x86_64/migration/fd_proto
     /x86_64/migration/validate_uuid
     /x86_64/migration/auto_converge
+    /x86_64/migration/precopy/unix/switchover-ack
 )
 args=()
 for r in "${REGRESSION[@]}" ${SERIES_REGRESSION:-}; do

@@ -103,6 +103,8 @@ def main():
                     help="device state size (default 512M)")
     ap.add_argument("--ram", default="1G", help="guest RAM (default 1G)")
     ap.add_argument("--transport", choices=("tcp", "unix"), default="tcp")
+    ap.add_argument("--downtime-limit", type=int, default=30000,
+                    help="downtime limit in ms (default 30000)")
     ap.add_argument("--keep", action="store_true",
                     help="keep both QEMUs up afterwards, for QMP poking")
     ap.add_argument("--binary",
@@ -143,7 +145,10 @@ def main():
             uri = "tcp:%s:%s" % (addr["host"], addr["port"])
         caps = [{"capability": "events", "state": True}]
         src.cmd("migrate-set-capabilities", capabilities=caps)
-        src.cmd("migrate-set-parameters", **{"downtime-limit": 300})
+        # A stop-copy-only device moves all of its state while the VM is
+        # stopped; allow for that, or migration never switches over.
+        src.cmd("migrate-set-parameters",
+                **{"downtime-limit": opts.downtime_limit})
         digest_before = sim_digest(src) if has_sim else None
 
         start = time.monotonic()
