@@ -2,6 +2,7 @@
 #
 #   make demo           live-migrate a VM between two local QEMUs (the main job)
 #   make check          checkpatch, full build, the series' qtests, regressions
+#   make bench          VFIO migration throughput, downtime, RSS vs raw socket
 #
 # Developer loop: make tree, edit and commit in build/qemu, make export,
 # make check, commit patches/.
@@ -9,12 +10,12 @@
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all deps base tree build export series-status check demo clean help
+.PHONY: all deps base tree build export series-status check demo bench clean help
 
 all: build
 
 help:
-	@sed -n '3,8p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	@$(S)/deps.sh
@@ -40,5 +41,13 @@ check: deps
 demo: build
 	@python3 $(S)/demo.py $(DEMO_ARGS)
 
+# BENCH_ARGS: e.g. --quick, --runs 5, --sizes 64M,1G, --transports unix
+bench: build build/rawsock
+	@python3 $(S)/bench.py $(BENCH_ARGS)
+
+build/rawsock: $(S)/rawsock.c
+	@mkdir -p build
+	$(CC) -O2 -Wall -Wextra -o $@ $<
+
 clean:
-	rm -rf build/obj build/obj.log
+	rm -rf build/obj build/obj.log build/rawsock

@@ -15,86 +15,10 @@ import sys
 import tempfile
 import time
 
-TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TREE = os.environ.get("SERIES_TREE", os.path.join(TOP, "build", "qemu"))
-OBJ = os.environ.get("SERIES_OBJ", os.path.join(TOP, "build", "obj"))
-sys.path.insert(0, os.path.join(TREE, "python"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
-
-MiB = 1024 * 1024
-
-
-def parse_size(text):
-    units = {"": 1, "k": 1024, "m": MiB, "g": 1024 * MiB}
-    t = text.strip().lower().rstrip("ib").rstrip("b")
-    unit = t[-1] if t and t[-1] in "kmg" else ""
-    number = t[:-1] if unit else t
-    try:
-        return int(float(number) * units[unit])
-    except ValueError:
-        raise argparse.ArgumentTypeError("bad size: %r" % text)
-
-
-def human(n):
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return "%.1f %s" % (n, unit) if unit != "B" else "%d B" % n
-        n /= 1024.0
-
-
-class Vm:
-    def __init__(self, name, binary, args, workdir):
-        self.name = name
-        self.sock = os.path.join(workdir, name + ".qmp")
-        self.log = open(os.path.join(workdir, name + ".log"), "w")
-        self.qmp = QEMUMonitorProtocol(self.sock, server=True)
-        cmd = [binary, "-nodefaults", "-display", "none",
-               "-qmp", "unix:%s" % self.sock] + args
-        self.proc = subprocess.Popen(cmd, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        self.qmp.accept(timeout=30)
-
-    def cmd(self, name, **args):
-        r = self.qmp.cmd(name, args)
-        if "error" in r:
-            raise RuntimeError("%s: %s failed: %s" %
-                               (self.name, name, r["error"]["desc"]))
-        return r["return"]
-
-    def hmp(self, line):
-        return self.cmd("human-monitor-command", **{"command-line": line})
-
-    def close(self):
-        try:
-            self.cmd("quit")
-        except Exception:
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        try:
-            self.qmp.close()
-        except (EOFError, OSError):
-            pass    # QEMU quit first: the connection is already gone
-
-
-def sim_bar0(vm, qdev_id="sim0"):
-    """Guest-physical address of the sim device's register BAR."""
-    for bus in vm.cmd("query-pci"):
-        for dev in bus["devices"]:
-            if dev.get("qdev_id") == qdev_id:
-                for region in dev["regions"]:
-                    if region["bar"] == 0:
-                        return region["address"]
-    raise RuntimeError("%s: no BAR0 for device %s" % (vm.name, qdev_id))
-
-
-def sim_digest(vm):
-    """The device's state digest, read from its DIGEST register."""
-    out = vm.hmp("xp /1gx 0x%x" % (sim_bar0(vm) + 8))
-    return int(out.split(":")[1].split()[0], 16)
+from qmpvm import (MiB, OBJ, Vm, human, parse_size,  # noqa: E402
+                   sim_digest)
 
 
 def main():

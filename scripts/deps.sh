@@ -10,6 +10,7 @@ PKGS=(
     libglib2.0-dev libpixman-1-dev libfdt-dev zlib1g-dev
     seabios ipxe-qemu qemu-system-data
     python3-sphinx python3-sphinx-rtd-theme
+    gnuplot-nox
 )
 PKGS+=(${EXTRA_PKGS:-})
 

@@ -76,9 +76,13 @@ def main():
         print("FAIL %s: exited with status %d before running a test" % (name, rc))
         for o in out[-40:]:
             print("     | " + o)
-    elif rc != 0 and failed == 0:
+    elif rc != 0:
+        # A crash ends the run: the test that was running never reported.
         failed += 1
-        print("FAIL %s: exited with status %d" % (name, rc))
+        print("FAIL %s: exited with status %d after %d result(s)" %
+              (name, rc, seen))
+        for o in out[-40:]:
+            print("     | " + o)
 
     # glib runs nothing for a -p path that the binary did not register
     # (migration-test registers postcopy only where userfaultfd works).

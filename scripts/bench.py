@@ -1,0 +1,788 @@
+#!/usr/bin/env python3
+"""Benchmark VFIO stop-copy migration against the transport's own limit.
+
+Runs a matrix of live migrations between two local QEMUs (driven over QMP,
+like demo.py), the VM carrying a vfio-sim-pci device: tcp and unix sockets
+on loopback, stop-copy state of 64 MiB, 256 MiB and 1 GiB, plus one
+pre-copy case (1 GiB, 900 MiB of it initial bytes, switchover-ack) when
+the build has it, plus the same VM without the device (the baseline
+downtime).  Each case runs --runs times; runs are interleaved (run 1 of
+every case, then run 2, ...) so that drift in the machine's load spreads
+over all cases.
+
+Method, per run of a case:
+
+* Raw limit.  Right before and right after the migration,
+  scripts/rawsock.c moves the same number of bytes (the device's stop-copy
+  stream: state, header, trailer) over the same socket kind on loopback
+  with 1 MiB write()s, timed from the first write to the receiver's
+  acknowledgement; the limit is the better of the two.  Each run reports
+  the ratio of its own throughput to the limit measured next to it; only
+  ratios should be compared across runs, absolute figures are noisy.
+
+* VFIO stop-copy throughput, measured inside the source QEMU with its
+  trace events (this build's trace backend is `log`, so: -D FILE
+  -msg timestamp=on -trace vfio_migration_set_state -trace vfio_save_block
+  -trace vfio_save_complete_precopy; every line carries a microsecond
+  timestamp).  Time: from the last `vfio_migration_set_state ... ->
+  STOP_COPY` to `vfio_save_complete_precopy`, i.e. from the device entering
+  STOP_COPY until the complete handler has read all of its data and queued
+  it in the QEMUFile.  Bytes: the sum of the `vfio_save_block` sizes in
+  that window (the device's own bytes, without the stream's framing).
+  The per-block trace costs one log line per MiB read.
+
+* Downtime and total time: what query-migrate reports on the source.
+
+* Peak RSS growth: each QEMU's VmRSS is sampled idle, once both are set up
+  and just before `migrate`; the peak is VmHWM after the migration, with
+  the high-water mark reset to the idle RSS beforehand by writing 5 to
+  /proc/PID/clear_refs, and, as a cross-check and fallback, the largest
+  VmRSS seen by a thread polling every 10 ms during the migration.
+  The destination runs with -S so that it does not resume the guest after
+  the migration: its figure is the incoming migration alone.  The
+  no-device baseline shows what the guest's RAM alone adds.
+
+Every case uses a downtime-limit far above any real downtime (a
+stop-copy-only device moves all of its state while the VM is stopped) and
+an unthrottled max-bandwidth.  The device digest is compared on both sides
+after every migration: a broken migration fails the benchmark.
+
+Writes bench/results/<date>.json and bench/results/<date>.png (gnuplot),
+prints a table and, from the figures, whether each target of issue 7 holds.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from qmpvm import (BINARY, TOP, TREE, GiB, MiB, Vm,  # noqa: E402
+                   device_props, has_device, kvm_usable, parse_size,
+                   sim_digest, wait_pci_assigned, wait_until)
+
+SIM_STREAM_OVERHEAD = 40 + 8      # the sim stream's header and trailer
+DOWNTIME_LIMIT_MS = 300000        # far above any downtime of this matrix
+MAX_BANDWIDTH = 64 * GiB          # bytes/s: no throttling of pre-copy
+RSS_LIMIT = 16 * MiB
+PRECOPY_SIZE = 1 * GiB
+PRECOPY_INITIAL = 900 * MiB
+
+TRACE_RE = re.compile(r"^\d+@(\d+)\.(\d+):(vfio_\w+)\s+(.*)$")
+SET_STATE_RE = re.compile(r"\((\S+)\) (\S+) -> (\S+),")
+BLOCK_RE = re.compile(r"\((\S+)\) data size (-?\d+)")
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Measurements
+
+def proc_status(pid, field):
+    """A field of /proc/PID/status in bytes, or None."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_hwm(pid):
+    """Reset VmHWM to the current RSS; False when the kernel refuses."""
+    try:
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class RssPoller(threading.Thread):
+    """Largest VmRSS of some processes, polled every INTERVAL s."""
+
+    def __init__(self, pids, interval=0.01):
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.interval = interval
+        self.peak = {pid: 0 for pid in pids}
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            for pid in self.pids:
+                rss = proc_status(pid, "VmRSS")
+                if rss is not None and rss > self.peak[pid]:
+                    self.peak[pid] = rss
+            self.done.wait(self.interval)
+
+    def stop(self):
+        self.done.set()
+        self.join(timeout=5)
+        return self.peak
+
+
+def raw_limit(rawsock, transport, nbytes):
+    out = subprocess.run([rawsock, transport, str(nbytes)],
+                         capture_output=True, text=True, timeout=300)
+    if out.returncode:
+        raise RuntimeError("rawsock failed: %s" % out.stderr.strip())
+    return json.loads(out.stdout)
+
+
+def parse_trace(path):
+    """Stop-copy window of the device from the source's trace log.
+
+    Returns (seconds, bytes, blocks) or None when the events are missing.
+    """
+    t_stop_copy = None
+    t_complete = None
+    blocks = []
+    try:
+        f = open(path, errors="replace")
+    except OSError:
+        return None
+    with f:
+        for line in f:
+            m = TRACE_RE.match(line.strip())
+            if not m:
+                continue
+            t = int(m.group(1)) + int(m.group(2)) / 1e6
+            name, rest = m.group(3), m.group(4)
+            if name == "vfio_migration_set_state":
+                s = SET_STATE_RE.search(rest)
+                if s and s.group(3) == "STOP_COPY":
+                    t_stop_copy = t
+                    blocks = []
+                    t_complete = None
+            elif name == "vfio_save_block":
+                b = BLOCK_RE.search(rest)
+                if b and t_stop_copy is not None and t_complete is None:
+                    blocks.append(int(b.group(2)))
+            elif name == "vfio_save_complete_precopy":
+                if t_stop_copy is not None:
+                    t_complete = t
+    if t_stop_copy is None or t_complete is None:
+        return None
+    return (t_complete - t_stop_copy, sum(b for b in blocks if b > 0),
+            len(blocks))
+
+
+# ---------------------------------------------------------------------------
+# One migration
+
+def migrate_once(opts, case, workdir, rawsock):
+    """Run one migration of CASE; returns a dict of figures."""
+    transport = case["transport"]
+    size = case["state_size"]
+    result = {}
+    if case["device"]:
+        raw = raw_limit(rawsock, transport, size + SIM_STREAM_OVERHEAD)
+        result["raw_before_bytes_per_second"] = raw["bytes_per_second"]
+
+    rundir = tempfile.mkdtemp(prefix="run-", dir=workdir)
+    trace = os.path.join(rundir, "source-trace.log")
+    common = ["-machine", "q35", "-accel", opts.accel, "-m", opts.ram]
+    dev = []
+    if case["device"]:
+        props = "id=sim0,addr=0x5,state-size=%d" % size
+        if case["precopy"]:
+            props += ",pre-copy=on,initial-size=%d" % case["initial_size"]
+        dev = ["-device", "vfio-sim-pci," + props]
+    src_args = common + dev + [
+        "-D", trace, "-msg", "timestamp=on",
+        "-trace", "vfio_migration_set_state",
+        "-trace", "vfio_save_block",
+        "-trace", "vfio_save_complete_precopy"]
+    if transport == "tcp":
+        uri = "tcp:127.0.0.1:0"
+    else:
+        uri = "unix:%s" % os.path.join(rundir, "migrate.sock")
+
+    src = dst = None
+    ok = False
+    try:
+        src = Vm("source", opts.binary, src_args, rundir, qmp_timeout=300)
+        dst = Vm("destination", opts.binary,
+                 common + dev + ["-S", "-incoming", "defer"], rundir,
+                 qmp_timeout=300)
+        caps = []
+        if case["precopy"]:
+            caps = [{"capability": "return-path", "state": True},
+                    {"capability": "switchover-ack", "state": True}]
+            dst.cmd("migrate-set-capabilities", capabilities=caps)
+        dst.cmd("migrate-incoming", uri=uri)
+        if transport == "tcp":
+            addr = dst.cmd("query-migrate")["socket-address"][0]
+            uri = "tcp:%s:%s" % (addr["host"], addr["port"])
+        if caps:
+            src.cmd("migrate-set-capabilities", capabilities=caps)
+        src.cmd("migrate-set-parameters",
+                **{"downtime-limit": DOWNTIME_LIMIT_MS,
+                   "max-bandwidth": MAX_BANDWIDTH})
+        # The same point of the guest's boot in every case, with or without
+        # the device: its firmware has set up PCI (then the BAR is mapped)
+        wait_pci_assigned(src)
+        digest_before = sim_digest(src) if case["device"] else None
+
+        # Idle: both QEMUs set up, the source's guest in its firmware
+        idle = {"source": proc_status(src.pid, "VmRSS"),
+                "destination": proc_status(dst.pid, "VmRSS")}
+        hwm_ok = reset_hwm(src.pid) and reset_hwm(dst.pid)
+        poller = RssPoller([src.pid, dst.pid])
+        poller.start()
+
+        src.cmd("migrate", uri=uri)
+        timeout = 120 + 4 * (size / MiB) / 64.0
+        info = wait_until(
+            lambda: (lambda i: i if i.get("status") in
+                     ("completed", "failed", "cancelled") else None)(
+                         src.cmd("query-migrate")),
+            timeout, "the source to finish migrating")
+        if info["status"] != "completed":
+            raise RuntimeError("migration %s: %s" %
+                               (info["status"],
+                                info.get("error-desc", "no reason")))
+        dinfo = wait_until(
+            lambda: (lambda i: i if i.get("status") in
+                     ("completed", "failed") else None)(
+                         dst.cmd("query-migrate")),
+            60, "the destination to finish loading")
+        peaks = poller.stop()
+        if dinfo["status"] != "completed":
+            raise RuntimeError("destination: incoming migration %s" %
+                               dinfo["status"])
+
+        for name, vm in (("source", src), ("destination", dst)):
+            polled = peaks[vm.pid]
+            hwm = proc_status(vm.pid, "VmHWM") if hwm_ok else None
+            peak = max(polled, hwm or 0)
+            result["rss_%s" % name] = {
+                "idle": idle[name], "peak_polled": polled,
+                "peak_hwm": hwm, "growth": peak - idle[name]}
+
+        if case["device"]:
+            digest_after = sim_digest(dst)
+            if digest_after != digest_before:
+                raise RuntimeError("device digest mismatch: source %#x, "
+                                   "destination %#x" %
+                                   (digest_before, digest_after))
+        result.update({
+            "downtime_ms": info.get("downtime"),
+            "total_time_ms": info.get("total-time"),
+            "setup_time_ms": info.get("setup-time"),
+            "ram_bytes": info.get("ram", {}).get("transferred"),
+            "vfio_bytes": info.get("vfio", {}).get("transferred"),
+        })
+        ok = True
+    finally:
+        for vm in (src, dst):
+            if vm:
+                vm.close()
+        if not ok:
+            log("  logs kept in %s" % rundir)
+
+    if case["device"]:
+        raw = raw_limit(rawsock, transport, size + SIM_STREAM_OVERHEAD)
+        result["raw_after_bytes_per_second"] = raw["bytes_per_second"]
+        # The limit is the better of the two: a dip of the machine's load
+        # during one of them must not pass for the socket's limit
+        result["raw_bytes_per_second"] = max(
+            result["raw_before_bytes_per_second"],
+            result["raw_after_bytes_per_second"])
+        window = parse_trace(trace)
+        if window is None:
+            raise RuntimeError("no STOP_COPY window in the trace %s" % trace)
+        seconds, nbytes, nblocks = window
+        if not nblocks:
+            # No per-block events: without pre-copy the whole state moved
+            # in the window; with it, how much did is unknown
+            nbytes = None if case["precopy"] else size
+        result.update({
+            "stop_copy_seconds": seconds, "stop_copy_bytes": nbytes,
+            "stop_copy_blocks": nblocks,
+            "stop_copy_bytes_per_second": nbytes / seconds
+            if seconds and nbytes else None,
+        })
+        if result["stop_copy_bytes_per_second"]:
+            result["ratio"] = (result["stop_copy_bytes_per_second"] /
+                               result["raw_bytes_per_second"])
+    if not opts.keep_logs:
+        shutil.rmtree(rundir, ignore_errors=True)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# The matrix
+
+def build_cases(opts, precopy_reason):
+    cases = []
+    for transport in opts.transports:
+        cases.append({"name": "%s-nodev" % transport, "transport": transport,
+                      "state_size": 0, "device": False, "precopy": False})
+        for size in opts.sizes:
+            cases.append({"name": "%s-%s" % (transport, size_label(size)),
+                          "transport": transport, "state_size": size,
+                          "device": True, "precopy": False})
+    if precopy_reason is None:
+        cases.append({"name": "tcp-%s-precopy" % size_label(PRECOPY_SIZE),
+                      "transport": "tcp", "state_size": PRECOPY_SIZE,
+                      "initial_size": PRECOPY_INITIAL,
+                      "device": True, "precopy": True})
+    return cases
+
+
+def size_label(size):
+    return "%dG" % (size // GiB) if size % GiB == 0 else "%dM" % (size // MiB)
+
+
+def precopy_unavailable(binary):
+    """None when the pre-copy case can run, else why not."""
+    props = device_props(binary, "vfio-sim-pci")
+    missing = [p for p in ("pre-copy", "initial-size") if p not in props]
+    if missing:
+        return "vfio-sim-pci has no %s property" % " or ".join(missing)
+    tmp = tempfile.mkdtemp(prefix="vfio-bench-probe-")
+    vm = None
+    try:
+        vm = Vm("probe", binary, ["-machine", "none"], tmp, qmp_timeout=60)
+        caps = [c["capability"] for c in
+                vm.cmd("query-migrate-capabilities")]
+    finally:
+        if vm:
+            vm.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if "switchover-ack" not in caps:
+        return "no switchover-ack migration capability"
+    return None
+
+
+def tree_head():
+    """The QEMU tree's HEAD, for the record (None when unknown)."""
+    try:
+        r = subprocess.run(["git", "-C", TREE, "log", "-1", "--format=%h %s"],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout.strip() or None
+
+
+def summarize(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values),
+            "max": max(values), "n": len(values)}
+
+
+def summarize_case(case, runs):
+    keys = ["downtime_ms", "total_time_ms", "raw_bytes_per_second",
+            "stop_copy_bytes_per_second", "stop_copy_seconds", "ratio"]
+    s = {k: summarize([r.get(k) for r in runs]) for k in keys}
+    for side in ("source", "destination"):
+        s["rss_growth_%s" % side] = summarize(
+            [r["rss_%s" % side]["growth"] for r in runs
+             if "rss_%s" % side in r])
+    return s
+
+
+# ---------------------------------------------------------------------------
+# Reporting
+
+def fmt_med(s, scale=1.0, fmt="%.0f"):
+    if not s:
+        return "-"
+    med = fmt % (s["median"] / scale)
+    if s["n"] > 1:
+        return "%s (%s-%s)" % (med, fmt % (s["min"] / scale),
+                               fmt % (s["max"] / scale))
+    return med
+
+
+def table(cases, summaries):
+    head = ("case", "stop-copy MiB/s", "raw MiB/s", "ratio",
+            "downtime ms", "total ms", "RSS+ src MiB", "RSS+ dst MiB")
+    rows = [head]
+    for case in cases:
+        s = summaries[case["name"]]
+        rows.append((
+            case["name"],
+            fmt_med(s["stop_copy_bytes_per_second"], MiB),
+            fmt_med(s["raw_bytes_per_second"], MiB),
+            fmt_med(s["ratio"], 1, "%.2f"),
+            fmt_med(s["downtime_ms"]),
+            fmt_med(s["total_time_ms"]),
+            fmt_med(s["rss_growth_source"], MiB, "%.1f"),
+            fmt_med(s["rss_growth_destination"], MiB, "%.1f")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = []
+    for n, r in enumerate(rows):
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in
+                                       zip(r, widths)) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def targets(cases, summaries, runs_by_case, precopy_reason):
+    """Each target of issue 7: (name, verdict, detail)."""
+    out = []
+    dev_sizes = sorted({c["state_size"] for c in cases
+                        if c["device"] and not c["precopy"]})
+    if not dev_sizes:
+        return out
+    big = GiB if GiB in dev_sizes else dev_sizes[-1]
+    note = "" if big == GiB else \
+        " [at %s: no 1 GiB case in this run, indicative only]" % \
+        size_label(big)
+
+    def verdict(ok):
+        if big != GiB:
+            return "indicative: " + ("met" if ok else "not met")
+        return "MET" if ok else "NOT MET"
+
+    transports = sorted({c["transport"] for c in cases})
+    # 1. throughput ratio
+    parts, oks = [], []
+    for t in transports:
+        s = summaries.get("%s-%s" % (t, size_label(big)))
+        if s and s["ratio"]:
+            r = s["ratio"]["median"]
+            oks.append(r >= 0.75)
+            parts.append("%s %.2f" % (t, r))
+    if oks:
+        out.append(("stop-copy throughput >= 0.75x raw at 1 GiB",
+                    verdict(all(oks)),
+                    "median ratio " + ", ".join(parts) + note))
+    # 2. downtime bound
+    parts, oks = [], []
+    for t in transports:
+        name = "%s-%s" % (t, size_label(big))
+        s = summaries.get(name)
+        base = summaries.get("%s-nodev" % t)
+        if not s or not s["downtime_ms"] or not s["raw_bytes_per_second"]:
+            continue
+        base_ms = base["downtime_ms"]["median"] if base and \
+            base["downtime_ms"] else 0
+        bound = 1.5 * big / s["raw_bytes_per_second"]["median"] * 1000 + \
+            base_ms
+        d = s["downtime_ms"]["median"]
+        oks.append(d <= bound)
+        parts.append("%s %.0f ms <= %.0f ms (1.5 x %s / raw + %.0f ms "
+                     "without device)" % (t, d, bound, size_label(big),
+                                          base_ms)
+                     if d <= bound else
+                     "%s %.0f ms > %.0f ms (1.5 x %s / raw + %.0f ms "
+                     "without device)" % (t, d, bound, size_label(big),
+                                          base_ms))
+    if oks:
+        out.append(("downtime <= 1.5x state/raw + no-device downtime",
+                    verdict(all(oks)), "; ".join(parts) + note))
+    # 3. RSS: the worst run of any case with the device
+    worst = (0, None, None)
+    for c in cases:
+        if not c["device"]:
+            continue
+        for r in runs_by_case[c["name"]]:
+            for side in ("source", "destination"):
+                g = r["rss_%s" % side]["growth"]
+                if g > worst[0]:
+                    worst = (g, c["name"], side)
+    base_worst = max([r["rss_%s" % side]["growth"]
+                      for c in cases if not c["device"]
+                      for r in runs_by_case[c["name"]]
+                      for side in ("source", "destination")] or [0])
+    if worst[1]:
+        ok = worst[0] < RSS_LIMIT
+        out.append(("RSS growth < 16 MiB, whatever the state size",
+                    ("MET" if ok else "NOT MET") if GiB in dev_sizes
+                    else "indicative: " + ("met" if ok else "not met"),
+                    "worst %.1f MiB (%s, %s); the VM without the device: "
+                    "up to %.1f MiB" % (worst[0] / MiB, worst[1], worst[2],
+                                        base_worst / MiB)))
+    # 4. pre-copy
+    if precopy_reason is not None:
+        out.append(("pre-copy + switchover-ack downtime <= 0.25x "
+                    "stop-copy-only (1 GiB)", "NOT MEASURED",
+                    "skipped: " + precopy_reason))
+    else:
+        pc = summaries.get("tcp-%s-precopy" % size_label(PRECOPY_SIZE))
+        sc = summaries.get("tcp-%s" % size_label(PRECOPY_SIZE))
+        if pc and sc and pc["downtime_ms"] and sc["downtime_ms"]:
+            a, b = pc["downtime_ms"]["median"], sc["downtime_ms"]["median"]
+            out.append(("pre-copy + switchover-ack downtime <= 0.25x "
+                        "stop-copy-only (1 GiB)",
+                        "MET" if a <= 0.25 * b else "NOT MET",
+                        "%.0f ms vs %.0f ms: %.2fx" % (a, b, a / b)))
+        else:
+            out.append(("pre-copy + switchover-ack downtime <= 0.25x "
+                        "stop-copy-only (1 GiB)", "NOT MEASURED",
+                        "no tcp 1 GiB stop-copy-only case in this run"))
+    return out
+
+
+def chart(path, cases, summaries):
+    """PNG: throughput vs raw limit, and downtime vs state size."""
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        return "gnuplot is not installed (make deps installs gnuplot-nox)"
+    tmp = tempfile.mkdtemp(prefix="vfio-bench-plot-")
+    try:
+        files = {}
+        for t in sorted({c["transport"] for c in cases}):
+            rows = []
+            for c in cases:
+                if c["transport"] != t or not c["device"] or c["precopy"]:
+                    continue
+                s = summaries[c["name"]]
+                if not s["stop_copy_bytes_per_second"]:
+                    continue
+                rows.append("%d %f %f %f %f %f %f %f" % (
+                    c["state_size"] // MiB,
+                    s["stop_copy_bytes_per_second"]["median"] / MiB,
+                    s["stop_copy_bytes_per_second"]["min"] / MiB,
+                    s["stop_copy_bytes_per_second"]["max"] / MiB,
+                    s["raw_bytes_per_second"]["median"] / MiB,
+                    s["downtime_ms"]["median"],
+                    s["downtime_ms"]["min"], s["downtime_ms"]["max"]))
+            files[t] = os.path.join(tmp, t + ".dat")
+            with open(files[t], "w") as f:
+                f.write("\n".join(rows) + "\n")
+        pc_file = None
+        for c in cases:
+            s = summaries[c["name"]]
+            if c["precopy"] and s["downtime_ms"]:
+                pc_file = os.path.join(tmp, "precopy.dat")
+                with open(pc_file, "w") as f:
+                    f.write("%d %f %f %f\n" % (
+                        c["state_size"] // MiB, s["downtime_ms"]["median"],
+                        s["downtime_ms"]["min"], s["downtime_ms"]["max"]))
+        colors = {"tcp": "#1f77b4", "unix": "#d62728"}
+        tput, down = [], []
+        for t, f in files.items():
+            tput.append("'%s' u 1:2:3:4 w yerrorlines lw 2 lc rgb '%s' "
+                        "t '%s: VFIO stop-copy'" % (f, colors[t], t))
+            tput.append("'%s' u 1:5 w linespoints dt 2 lw 2 lc rgb '%s' "
+                        "t '%s: raw socket limit'" % (f, colors[t], t))
+            down.append("'%s' u 1:6:7:8 w yerrorlines lw 2 lc rgb '%s' "
+                        "t '%s: stop-copy only'" % (f, colors[t], t))
+            down.append("'%s' u 1:($1*1048576*1.5/($5*1048576)*1000) "
+                        "w lines dt 3 lc rgb '%s' "
+                        "t '%s: 1.5 x state / raw'" % (f, colors[t], t))
+        if pc_file:
+            down.append("'%s' u 1:2:3:4 w yerrorbars pt 7 ps 1.5 "
+                        "lc rgb '#2ca02c' t 'tcp: pre-copy + switchover-ack'"
+                        % pc_file)
+        script = """
+set terminal pngcairo size 1200,480 font 'sans,10'
+set output '%s'
+set multiplot layout 1,2 title 'VFIO migration, vfio-sim-pci, loopback'
+set logscale x 2
+set xlabel 'stop-copy state (MiB)'
+set xrange [48:1400]
+set xtics (64, 256, 1024)
+set key top left
+set grid
+set ylabel 'MiB/s'
+set yrange [0:*]
+set title 'Throughput vs raw socket limit'
+plot %s
+set ylabel 'ms'
+set title 'Downtime vs state size'
+plot %s
+unset multiplot
+""" % (path, ", ".join(tput), ", ".join(down))
+        with open(os.path.join(tmp, "plot.gp"), "w") as f:
+            f.write(script)
+        r = subprocess.run([gnuplot, os.path.join(tmp, "plot.gp")],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode:
+            return "gnuplot failed: %s" % r.stderr.strip()
+        return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3,
+                    help="runs per case (default 3)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: 1 run, 64M and 256M only")
+    ap.add_argument("--sizes", type=lambda s: [parse_size(x) for x in
+                                               s.split(",")],
+                    default=[64 * MiB, 256 * MiB, 1 * GiB],
+                    help="stop-copy state sizes (default 64M,256M,1G)")
+    ap.add_argument("--transports", type=lambda s: s.split(","),
+                    default=["tcp", "unix"])
+    ap.add_argument("--no-precopy", action="store_true",
+                    help="skip the pre-copy case")
+    ap.add_argument("--ram", default="256M",
+                    help="guest RAM (default 256M)")
+    ap.add_argument("--binary", default=BINARY)
+    ap.add_argument("--rawsock",
+                    default=os.path.join(TOP, "build", "rawsock"),
+                    help="the raw socket helper (make builds it)")
+    ap.add_argument("--out", default=os.path.join(TOP, "bench", "results"),
+                    help="directory of the JSON and PNG results")
+    ap.add_argument("--keep-logs", action="store_true",
+                    help="keep every run's QEMU logs and traces")
+    opts = ap.parse_args()
+    if opts.quick:
+        opts.runs = 1
+        opts.sizes = [64 * MiB, 256 * MiB]
+    for t in opts.transports:
+        if t not in ("tcp", "unix"):
+            ap.error("unknown transport %r" % t)
+    if opts.runs < 1:
+        ap.error("--runs must be at least 1")
+
+    if not os.access(opts.binary, os.X_OK):
+        log("bench: no QEMU binary at %s (make build)" % opts.binary)
+        return 1
+    if not os.access(opts.rawsock, os.X_OK):
+        log("bench: no raw socket helper at %s (make build/rawsock)" %
+            opts.rawsock)
+        return 1
+    if not has_device(opts.binary, "vfio-sim-pci"):
+        log("bench: this build has no vfio-sim-pci device: nothing to "
+            "measure")
+        return 1
+    opts.accel = "kvm" if kvm_usable() else "tcg"
+
+    if opts.no_precopy:
+        precopy_reason = "disabled with --no-precopy"
+    elif "tcp" not in opts.transports:
+        precopy_reason = "the pre-copy case runs on tcp, not selected"
+    else:
+        precopy_reason = precopy_unavailable(opts.binary)
+    if precopy_reason:
+        log("bench: skipping the pre-copy case: %s" % precopy_reason)
+    cases = build_cases(opts, precopy_reason)
+
+    load_before = os.getloadavg()
+    log("bench: %d cases x %d run(s), guest RAM %s, accel %s, "
+        "load average %.2f %.2f %.2f on %d CPUs" %
+        (len(cases), opts.runs, opts.ram, opts.accel, *load_before,
+         os.cpu_count()))
+    if load_before[0] > 1.0:
+        log("bench: note: the machine is busy; absolute figures are noisy, "
+            "compare ratios")
+
+    workdir = tempfile.mkdtemp(prefix="vfio-bench-")
+    runs_by_case = {c["name"]: [] for c in cases}
+    started = time.monotonic()
+    failed = []
+    for run in range(opts.runs):
+        for case in cases:
+            t0 = time.monotonic()
+            try:
+                r = migrate_once(opts, case, workdir, opts.rawsock)
+            except Exception as e:
+                log("  run %d %-16s FAILED: %s" % (run + 1, case["name"], e))
+                failed.append("%s run %d: %s" % (case["name"], run + 1, e))
+                continue
+            runs_by_case[case["name"]].append(r)
+            if case["device"]:
+                log("  run %d %-16s stop-copy %7.0f MiB/s  raw %7.0f MiB/s "
+                    " ratio %.2f  downtime %5d ms  total %5d ms  "
+                    "RSS+ %.1f/%.1f MiB  (%.1f s)" % (
+                        run + 1, case["name"],
+                        (r.get("stop_copy_bytes_per_second") or 0) / MiB,
+                        r["raw_bytes_per_second"] / MiB,
+                        r.get("ratio") or 0, r["downtime_ms"],
+                        r["total_time_ms"],
+                        r["rss_source"]["growth"] / MiB,
+                        r["rss_destination"]["growth"] / MiB,
+                        time.monotonic() - t0))
+            else:
+                log("  run %d %-16s downtime %5d ms  total %5d ms  "
+                    "RSS+ %.1f/%.1f MiB  (%.1f s)" % (
+                        run + 1, case["name"], r["downtime_ms"],
+                        r["total_time_ms"],
+                        r["rss_source"]["growth"] / MiB,
+                        r["rss_destination"]["growth"] / MiB,
+                        time.monotonic() - t0))
+    elapsed = time.monotonic() - started
+    load_after = os.getloadavg()
+
+    summaries = {c["name"]: summarize_case(c, runs_by_case[c["name"]])
+                 for c in cases}
+    verdicts = targets(cases, summaries, runs_by_case, precopy_reason)
+
+    os.makedirs(opts.out, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H%M%SZ")
+    json_path = os.path.join(opts.out, stamp + ".json")
+    png_path = os.path.join(opts.out, stamp + ".png")
+    doc = {
+        "date": stamp,
+        "binary": opts.binary,
+        "binary_mtime": datetime.datetime.fromtimestamp(
+            os.stat(opts.binary).st_mtime, datetime.timezone.utc).isoformat(),
+        "tree_head": tree_head(),
+        "accel": opts.accel,
+        "guest_ram": opts.ram,
+        "runs": opts.runs,
+        "quick": opts.quick,
+        "cpus": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "elapsed_seconds": elapsed,
+        "precopy_skipped": precopy_reason,
+        "method": __doc__,
+        "cases": [dict(c, runs=runs_by_case[c["name"]],
+                       summary=summaries[c["name"]]) for c in cases],
+        "targets": [{"target": t, "verdict": v, "detail": d}
+                    for t, v, d in verdicts],
+        "failures": failed,
+    }
+    with open(json_path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    why = chart(png_path, cases, summaries)
+
+    log("")
+    log("Medians (min-max) over %d run(s); RSS+ is the peak growth over "
+        "idle RSS." % opts.runs)
+    log(table(cases, summaries))
+    log("")
+    log("Targets of issue 7:")
+    for t, v, d in verdicts:
+        log("  %-13s %s: %s" % (v, t, d))
+    log("")
+    log("bench: load average %.2f before, %.2f after; %.0f s" %
+        (load_before[0], load_after[0], elapsed))
+    log("bench: wrote %s" % json_path)
+    if why:
+        log("bench: no chart: %s" % why)
+    else:
+        log("bench: wrote %s" % png_path)
+    if failed:
+        log("bench: %d run(s) FAILED; their logs are in %s" %
+            (len(failed), workdir))
+        return 1
+    if opts.keep_logs:
+        log("bench: logs and traces kept in %s" % workdir)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
