@@ -18,7 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from qmpvm import (MiB, OBJ, Vm, human, parse_size,  # noqa: E402
-                   sim_digest)
+                   sim_bar0, sim_digest)
 
 
 def main():
@@ -29,6 +29,11 @@ def main():
     ap.add_argument("--transport", choices=("tcp", "unix"), default="tcp")
     ap.add_argument("--downtime-limit", type=int, default=30000,
                     help="downtime limit in ms (default 30000)")
+    ap.add_argument("--no-precopy", action="store_true",
+                    help="stop-copy only: no pre-copy, P2P or switchover-ack")
+    ap.add_argument("--dirty-rate", type=parse_size, default=0,
+                    help="bytes/s of device state dirtied while running "
+                         "(default 0)")
     ap.add_argument("--keep", action="store_true",
                     help="keep both QEMUs up afterwards, for QMP poking")
     ap.add_argument("--binary",
@@ -43,17 +48,27 @@ def main():
     has_sim = "vfio-sim-pci" in help_out
 
     common = ["-machine", "q35", "-accel", accel, "-m", opts.ram]
+    props = subprocess.run([opts.binary, "-device", "vfio-sim-pci,help"],
+                           capture_output=True, text=True).stdout
+    precopy = (has_sim and not opts.no_precopy and "initial-size" in props)
     dev = []
     if has_sim:
-        dev = ["-device", "vfio-sim-pci,id=sim0,addr=0x5,state-size=%d" %
-               opts.state_size]
+        spec = "vfio-sim-pci,id=sim0,addr=0x5,state-size=%d" % opts.state_size
+        if precopy:
+            # Most of the state moves while the VM runs; the rest at stop.
+            spec += ",pre-copy=on,p2p=on,initial-size=%d,dirty-rate=%d" % (
+                opts.state_size - opts.state_size // 8, opts.dirty_rate)
+        dev = ["-device", spec]
     if opts.transport == "tcp":
         uri = "tcp:127.0.0.1:0"
     else:
         uri = "unix:%s" % os.path.join(workdir, "migrate.sock")
 
     print("demo: %s, %s guest RAM, accel %s, transport %s" %
-          ("vfio-sim-pci with %s of device state" % human(opts.state_size)
+          ("vfio-sim-pci with %s of device state%s" %
+           (human(opts.state_size),
+            " (pre-copy, P2P, switchover-ack)" if precopy else
+            " (stop-copy only)")
            if has_sim else "plain VM (no vfio-sim-pci in this build)",
            opts.ram, accel, opts.transport))
     ok = False
@@ -62,19 +77,29 @@ def main():
         src = Vm("source", opts.binary, common + dev, workdir)
         dst = Vm("destination", opts.binary,
                  common + dev + ["-incoming", "defer"], workdir)
+        if precopy:
+            dst.cmd("migrate-set-capabilities", capabilities=[
+                {"capability": "return-path", "state": True},
+                {"capability": "switchover-ack", "state": True}])
         dst.cmd("migrate-incoming", uri=uri)
         if opts.transport == "tcp":
             # The destination listens on a port of the kernel's choosing.
             addr = dst.cmd("query-migrate")["socket-address"][0]
             uri = "tcp:%s:%s" % (addr["host"], addr["port"])
         caps = [{"capability": "events", "state": True}]
+        if precopy:
+            caps += [{"capability": "return-path", "state": True},
+                     {"capability": "switchover-ack", "state": True}]
         src.cmd("migrate-set-capabilities", capabilities=caps)
         # A stop-copy-only device moves all of its state while the VM is
         # stopped; allow for that, or migration never switches over.
         src.cmd("migrate-set-parameters",
                 **{"downtime-limit": opts.downtime_limit})
-        digest_before = sim_digest(src) if has_sim else None
 
+        if has_sim:
+            # Let the guest firmware place the BAR before the VM stops,
+            # so that the device's registers can be read on both sides.
+            sim_bar0(src)
         start = time.monotonic()
         src.cmd("migrate", uri=uri)
         status = None
@@ -105,6 +130,8 @@ def main():
             if time.monotonic() > deadline:
                 raise RuntimeError("destination did not start running")
             time.sleep(0.05)
+        # The source device is stopped now: its digest is what was sent.
+        digest_before = sim_digest(src) if has_sim else None
         digest_after = sim_digest(dst) if has_sim else None
         print("summary:")
         print("  total time     %d ms" % info.get("total-time", 0))
