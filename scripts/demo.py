@@ -113,6 +113,14 @@ def main():
                 status, human(ram.get("transferred", 0)), human(vfio),
                 human(ram.get("remaining", 0)),
                 ram.get("mbps", 0.0) / 8.0, time.monotonic() - start)
+            # The per-device figures (QEMU with the series' stats)
+            for dev in info.get("vfio", {}).get("devices", []):
+                line += "  %s %s" % (dev["id"], dev["state"])
+                if "precopy-initial-bytes" in dev:
+                    line += " (initial %s, dirty %s left)" % (
+                        human(dev["precopy-initial-bytes"]),
+                        human(dev["precopy-dirty-bytes"]))
+            line += "\033[K"
             sys.stdout.write(line)
             sys.stdout.flush()
             if status in ("completed", "failed", "cancelled"):
@@ -138,6 +146,12 @@ def main():
         print("  downtime       %d ms" % info.get("downtime", 0))
         print("  RAM bytes      %s" % human(info.get("ram", {}).get("transferred", 0)))
         print("  VFIO bytes     %s" % human(info.get("vfio", {}).get("transferred", 0)))
+        loaded = {d["id"]: d for d in
+                  dst.cmd("query-migrate").get("vfio", {}).get("devices", [])}
+        for dev in info.get("vfio", {}).get("devices", []):
+            print("  %-14s sent %s, destination loaded %s" %
+                  (dev["id"], human(dev["transferred"]),
+                   human(loaded.get(dev["id"], {}).get("transferred", 0))))
         if has_sim:
             match = digest_before is not None and digest_before == digest_after
             print("  device digest  source %s, destination %s: %s" %
