@@ -256,6 +256,12 @@ def migrate_once(opts, case, workdir, rawsock):
             raise RuntimeError("migration %s: %s" %
                                (info["status"],
                                 info.get("error-desc", "no reason")))
+        # 7.2 sets "completed" before it records total-time and downtime
+        # (migration_iteration_finish): until then they read 0.
+        info = wait_until(
+            lambda: (lambda i: i if i.get("total-time") else None)(
+                src.cmd("query-migrate")),
+            30, "the source to record its migration times")
         dinfo = wait_until(
             lambda: (lambda i: i if i.get("status") in
                      ("completed", "failed") else None)(
