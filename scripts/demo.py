@@ -134,6 +134,12 @@ def main():
             raise RuntimeError("migration %s: %s" %
                                (status, info.get("error-desc", "no reason")))
         deadline = time.monotonic() + 30
+        # 7.2 sets "completed" before it records total-time and downtime
+        while not info.get("total-time"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("query-migrate has no total-time")
+            time.sleep(0.01)
+            info = src.cmd("query-migrate")
         while dst.cmd("query-status")["status"] != "running":
             if time.monotonic() > deadline:
                 raise RuntimeError("destination did not start running")
