@@ -3,6 +3,8 @@
 #   make demo           live-migrate a VM between two local QEMUs (the main job)
 #   make check          checkpatch, full build, the series' qtests, regressions
 #   make bench          VFIO migration throughput, downtime, RSS vs raw socket
+#   make check-libvirt  the series through libvirt (virsh migrate, save, ...)
+#   make check-realkernel  Linux's mtty driver on Debian's 6.12, nested guest
 #
 # Developer loop: make tree, edit and commit in build/qemu, make export,
 # make check, commit patches/.
@@ -10,12 +12,12 @@
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all deps base tree build export series-status check demo bench clean help
+.PHONY: all deps base tree build export series-status check check-libvirt check-realkernel demo bench clean help
 
 all: build
 
 help:
-	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,11p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	@$(S)/deps.sh
@@ -37,6 +39,17 @@ series-status:
 
 check: deps
 	@$(S)/check.sh
+
+# Two private libvirt daemons; needs root and the built QEMU.
+# LIBVIRT_ARGS: e.g. -v, --keep, a scenario name
+check-libvirt: deps
+	@$(S)/libvirt/run.sh $(LIBVIRT_ARGS)
+
+# The series' QEMU against Linux's mtty on Debian's 6.12 kernel, in an L1
+# guest under TCG (scripts/realkernel/run.sh).  REALKERNEL_ARGS: e.g.
+# --only mtty-enable-migration-on,mtty-register-state
+check-realkernel: deps
+	@$(S)/realkernel/run.sh $(REALKERNEL_ARGS)
 
 demo: build
 	@python3 $(S)/demo.py $(DEMO_ARGS)

@@ -94,4 +94,10 @@ for r in "${REGRESSION[@]}" ${SERIES_REGRESSION:-}; do
 done
 "$TOP/scripts/tap-run.py" "$TALLY" 1200 "$OBJ/tests/qtest/migration-test" "${args[@]}"
 
+note "real kernel: Linux's mtty on Debian's 6.12, in a nested guest (scripts/realkernel)"
+"$TOP/scripts/realkernel/run.sh" --tally "$TALLY" || true
+
+note "libvirt: virsh between two libvirt daemons (scripts/libvirt)"
+"$TOP/scripts/libvirt/run.sh" --tally "$TALLY" || true
+
 finish

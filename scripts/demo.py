@@ -22,6 +22,12 @@ from qmpvm import (MiB, OBJ, Vm, human, parse_size,  # noqa: E402
 
 
 def main():
+    if "--libvirt" in sys.argv[1:]:
+        # The operator's view: the same migration through virsh
+        args = [a for a in sys.argv[1:] if a != "--libvirt"]
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                              "libvirt", "demo.sh")
+        os.execv(script, [script] + args)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--state-size", type=parse_size, default=512 * MiB,
                     help="device state size (default 512M)")
@@ -114,7 +120,7 @@ def main():
                 human(ram.get("remaining", 0)),
                 ram.get("mbps", 0.0) / 8.0, time.monotonic() - start)
             # The per-device figures (QEMU with the series' stats)
-            for dev in info.get("vfio", {}).get("devices", []):
+            for dev in info.get("vfio", {}).get("x-devices", []):
                 line += "  %s %s" % (dev["id"], dev["state"])
                 if "precopy-initial-bytes" in dev:
                     line += " (initial %s, dirty %s left)" % (
@@ -153,8 +159,8 @@ def main():
         print("  RAM bytes      %s" % human(info.get("ram", {}).get("transferred", 0)))
         print("  VFIO bytes     %s" % human(info.get("vfio", {}).get("transferred", 0)))
         loaded = {d["id"]: d for d in
-                  dst.cmd("query-migrate").get("vfio", {}).get("devices", [])}
-        for dev in info.get("vfio", {}).get("devices", []):
+                  dst.cmd("query-migrate").get("vfio", {}).get("x-devices", [])}
+        for dev in info.get("vfio", {}).get("x-devices", []):
             print("  %-14s sent %s, destination loaded %s" %
                   (dev["id"], human(dev["transferred"]),
                    human(loaded.get(dev["id"], {}).get("transferred", 0))))

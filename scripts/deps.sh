@@ -11,6 +11,8 @@ PKGS=(
     seabios ipxe-qemu qemu-system-data
     python3-sphinx python3-sphinx-rtd-theme
     gnuplot-nox
+    libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+    libelf1 libssl3 xz-utils
 )
 PKGS+=(${EXTRA_PKGS:-})
 

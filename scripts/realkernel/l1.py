@@ -1,0 +1,768 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# The real-kernel scenarios, run inside the L1 guest (Debian's kernel, mtty
+# loaded, the series' QEMU as /usr/bin/qemu-system-x86_64).  Each scenario
+# starts L2 QEMUs (TCG, q35, seabios only: no guest OS is needed) on mtty
+# mdevs and migrates between them over QMP on loopback TCP.
+#
+# Prints, on stdout, one line per scenario: "PASS name", "FAIL name: why"
+# or "SKIP name: why", detail lines starting with "     | ", and "DONE" at
+# the end.  The L0 side (rig.py) parses these.  Python here runs with -I -S
+# on a trimmed stdlib: import only what rig.py's --list-imports also sees.
+#
+# usage: l1.py [--only NAME,...] | --list | --list-imports
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+QEMU = "/usr/bin/qemu-system-x86_64"
+DEBIAN_QEMU = "/opt/debian-qemu/usr/bin/qemu-system-x86_64"
+DEBIAN_QEMU_LIBS = "/opt/debian-qemu/lib"
+DEBIAN_QEMU_MODULES = "/opt/debian-qemu/modules"
+MTTY_STOCK = "/rk/mtty-stock.ko"
+MTTY_NOLOG = "/rk/mtty-nolog.ko"
+MDEV_TYPE = "/sys/class/mdev_bus/mtty/mdev_supported_types/mtty-2"
+# mtty_data_size() for a 2-port mtty: the 24-byte header goes in pre-copy,
+# the two 36-byte serial_port structures at stop-copy.
+MTTY2_DATA_SIZE = 96
+
+# Bounds of every wait.  Generous: L2 runs under TCG inside an L1 that is
+# itself under TCG on a 2-core machine that may be busy.
+T_START = 90        # an L2 QEMU up and answering QMP
+T_FIRMWARE = 120    # seabios done assigning BARs
+T_MIGRATE = 120     # a migration reaching a final state
+T_STATE = 30        # a run state or migration status change
+T_QMP = 60          # one QMP command
+
+
+class Fail(Exception):
+    pass
+
+
+def out(line):
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+DETAILS = []
+
+
+def detail(text):
+    """A detail line, printed under the scenario's result line."""
+    DETAILS.extend("     | " + l for l in str(text).splitlines() or [""])
+
+
+def log(text):
+    sys.stderr.write("l1: %.1f %s\n" % (time.monotonic(), text))
+    sys.stderr.flush()
+
+
+class Kernel:
+    """The kernel log since the current scenario began, read without
+    blocking from /dev/kmsg, to catch a driver's oops or warning as it
+    happens.  Once the kernel oopsed, the run is wedged: whatever blocks on
+    the dead driver stays blocked, so every later wait is shortened."""
+
+    TROUBLE = re.compile(r"BUG:|Oops|WARNING:|RIP: 0010|Call Trace:")
+    fd = None
+    lines = []
+    wedged = False
+
+    @classmethod
+    def start(cls):
+        if cls.fd is None:
+            cls.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(cls.fd, 0, os.SEEK_END)
+        cls.lines = []
+
+    @classmethod
+    def read(cls):
+        """New trouble lines (also kept in cls.lines)."""
+        new = []
+        while cls.fd is not None:
+            try:
+                rec = os.read(cls.fd, 8192).decode(errors="replace")
+            except BlockingIOError:
+                break
+            except BrokenPipeError:     # overwritten records: go on
+                continue
+            # "prio,seq,usec,flags;text"
+            head, _, text = rec.partition(";")
+            text = text.rstrip("\n")
+            usec = head.split(",")[2] if head.count(",") >= 2 else "0"
+            if cls.TROUBLE.search(text) or (cls.lines and text.startswith(" ")
+                                            and len(cls.lines) < 12):
+                line = "[%12.6f] %s" % (int(usec) / 1e6, text)
+                cls.lines.append(line)
+                new.append(line)
+                if "Oops" in text or "BUG:" in text:
+                    cls.wedged = True
+        return new
+
+
+def poll(what, fn, timeout, interval=0.1):
+    """Call fn until it returns something true; Fail after timeout s, or
+    at once if the kernel oopsed or warned meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        trouble = Kernel.read()
+        if trouble:
+            raise Fail("kernel: %s (while waiting for %s)" %
+                       (trouble[0].split("] ", 1)[-1], what))
+        if time.monotonic() > deadline:
+            raise Fail("timeout after %ds waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def write_file(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def bounded(what, fn, timeout=None):
+    """Run fn in a thread, and Fail if it has not returned after timeout s:
+    a driver that crashed can leave a sysfs write blocked for good, and
+    that must cost one scenario, not the run."""
+    res = []
+
+    def body():
+        try:
+            res.append((True, fn()))
+        except BaseException as e:      # handed to the caller below
+            res.append((False, e))
+    if timeout is None:
+        timeout = 5 if Kernel.wedged else T_STATE
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    t.join(timeout)
+    if not res:
+        raise Fail("%s blocked for %d s" % (what, timeout))
+    ok, v = res[0]
+    if not ok:
+        raise v
+    return v
+
+
+class QMPError(Exception):
+    pass
+
+
+class QMP:
+    """A minimal synchronous QMP client: one command at a time; events are
+    not used, and skipped."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(T_QMP)
+        self.sock.connect(path)
+        self.buf = b""
+        greeting = self._read()
+        if "QMP" not in greeting:
+            raise Fail("no QMP greeting: %r" % greeting)
+        self.cmd("qmp_capabilities")
+
+    def _read(self):
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise Fail("QMP connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def cmd(self, name, **args):
+        msg = {"execute": name}
+        if args:
+            msg["arguments"] = args
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            resp = self._read()
+            if "error" in resp:
+                raise QMPError(resp["error"].get("desc", str(resp["error"])))
+            elif "return" in resp:
+                return resp["return"]
+
+    def close(self):
+        self.sock.close()
+
+
+class VM:
+    """An L2 QEMU, with its QMP socket and its log."""
+
+    def __init__(self, name, args, binary=QEMU, env=None):
+        self.name = name
+        self.qmp_path = "/tmp/%s.qmp" % name
+        self.log_path = "/tmp/%s.log" % name
+        self.qmp = None
+        if os.path.exists(self.qmp_path):
+            os.unlink(self.qmp_path)
+        cmd = [binary, "-machine", "q35", "-accel", "tcg", "-m", "64",
+               "-nodefaults", "-display", "none", "-serial", "none",
+               "-L", "/usr/share/seabios",
+               "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path] + args
+        with open(self.log_path, "w") as logf:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                         stdout=logf, stderr=logf, env=env,
+                                         start_new_session=True)
+
+    def wait_qmp(self):
+        poll("%s to answer QMP" % self.name, self._connect, T_START)
+
+    def _connect(self):
+        if self.proc.poll() is not None:
+            raise Fail("%s exited with status %d: %s" %
+                       (self.name, self.proc.returncode, self.log_tail()))
+        if not os.path.exists(self.qmp_path):
+            return False
+        try:
+            self.qmp = QMP(self.qmp_path)
+        except (OSError, Fail):
+            # Not listening yet, or QEMU is exiting: the next round tells.
+            return False
+        return True
+
+    def log_tail(self, n=5):
+        try:
+            with open(self.log_path) as f:
+                lines = [l.strip() for l in f.read().splitlines() if l.strip()]
+        except OSError:
+            return "(no log)"
+        return " / ".join(lines[-n:]) or "(empty log)"
+
+    def cmd(self, name, **args):
+        return self.qmp.cmd(name, **args)
+
+    def hmp(self, line):
+        return self.cmd("human-monitor-command", **{"command-line": line})
+
+    def status(self):
+        return self.cmd("query-status")["status"]
+
+    def wait_status(self, want, timeout=T_STATE):
+        poll("%s run state %s" % (self.name, want),
+             lambda: self.status() == want, timeout)
+
+    def close(self):
+        """Stop QEMU; bounded, since a QEMU stuck in a crashed driver's
+        ioctl never exits."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.proc.poll() is not None:
+                break
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=3 if Kernel.wedged else 15)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc.poll() is None:
+            log("%s (pid %d) does not exit" % (self.name, self.proc.pid))
+        else:
+            log("%s stopped" % self.name)
+        if self.qmp:
+            self.qmp.close()
+            self.qmp = None
+
+
+class Mdev:
+    def __init__(self):
+        u = os.urandom(16).hex()
+        self.uuid = "-".join((u[:8], u[8:12], u[12:16], u[16:20], u[20:]))
+        self.path = "/sys/bus/mdev/devices/" + self.uuid
+        bounded("creating mdev %s" % self.uuid,
+                lambda: write_file(MDEV_TYPE + "/create", self.uuid))
+        poll("mdev %s" % self.uuid, lambda: os.path.exists(self.path), T_STATE)
+
+    def remove(self):
+        if os.path.exists(self.path):
+            bounded("removing mdev %s" % self.uuid,
+                    lambda: write_file(self.path + "/remove", "1"))
+
+    def device(self, qid, migration="on"):
+        opt = "vfio-pci,sysfsdev=%s,id=%s" % (self.path, qid)
+        if migration is not None:
+            opt += ",enable-migration=" + migration
+        return ["-device", opt]
+
+
+class Scenario:
+    """Resources of one scenario, released whatever its outcome."""
+
+    port = 4440
+
+    def __init__(self, name):
+        self.name = name
+        self.vms = []
+        self.mdevs = []
+
+    def mdev(self):
+        m = Mdev()
+        self.mdevs.append(m)
+        return m
+
+    def vm(self, role, args, **kw):
+        vm = VM("%s-%s" % (self.name.split("/")[-1], role), args, **kw)
+        self.vms.append(vm)
+        vm.wait_qmp()
+        return vm
+
+    def drop(self, vm):
+        vm.close()
+        self.vms.remove(vm)
+
+    def next_port(self):
+        Scenario.port += 1
+        return Scenario.port
+
+    def cleanup(self):
+        for vm in self.vms:
+            vm.close()
+        for m in self.mdevs:
+            try:
+                m.remove()
+                log("mdev %s removed" % m.uuid)
+            except (OSError, Fail) as e:
+                log("removing mdev %s: %s" % (m.uuid, e))
+
+
+SCENARIOS = []
+
+
+def scenario(name, module=MTTY_STOCK):
+    """Register a scenario, run with the given mtty.ko loaded."""
+    def reg(fn):
+        SCENARIOS.append(("realkernel/" + name, fn, module))
+        return fn
+    return reg
+
+
+def set_caps(vm, caps, state=True):
+    if caps:
+        vm.cmd("migrate-set-capabilities", capabilities=[
+            {"capability": c, "state": state} for c in caps])
+
+
+def final_status(vm):
+    info = vm.cmd("query-migrate")
+    if info.get("status") in ("completed", "failed", "cancelled"):
+        return info
+    return None
+
+
+def migration_error(info):
+    return "status %s%s" % (info.get("status"),
+                            ": " + info["error-desc"] if info.get("error-desc")
+                            else "")
+
+
+def start_pair(sc, src_devs, dst_devs):
+    src = sc.vm("src", src_devs)
+    dst = sc.vm("dst", dst_devs + ["-incoming", "defer"])
+    return src, dst
+
+
+def start_migration(sc, src, dst, caps=()):
+    set_caps(src, caps)
+    set_caps(dst, caps)
+    uri = "tcp:127.0.0.1:%d" % sc.next_port()
+    dst.cmd("migrate-incoming", uri=uri)
+    src.cmd("migrate", uri=uri)
+
+
+def finish_migration(src, dst):
+    """Wait for the end; Fail unless completed and destination running."""
+    info = poll("the migration to end", lambda: final_status(src), T_MIGRATE)
+    if info["status"] != "completed":
+        raise Fail("migration %s (destination: %s)" %
+                   (migration_error(info), dst.log_tail(3)))
+    try:
+        dst.wait_status("running")
+    except Fail as e:
+        raise Fail("%s; destination log: %s" % (e, dst.log_tail(3)))
+    detail("completed: total %s ms, downtime %s ms, vfio %s bytes" %
+           (info.get("total-time"), info.get("downtime"),
+            (info.get("vfio") or {}).get("transferred")))
+    return info
+
+
+def migrate(sc, src, dst, caps=()):
+    start_migration(sc, src, dst, caps)
+    return finish_migration(src, dst)
+
+
+def simple(sc, migration, caps=(), mdevs_per_vm=1):
+    devs = [[], []]
+    for side in (0, 1):
+        for i in range(mdevs_per_vm):
+            devs[side] += sc.mdev().device("mtty%d" % i, migration)
+    src, dst = start_pair(sc, devs[0], devs[1])
+    info = migrate(sc, src, dst, caps)
+    return src, dst, info
+
+
+# Scenarios run in this order.  The variant goes first and the retries
+# onto a reused mdev last, so that a driver left wedged by one of those
+# costs no other scenario.
+@scenario("mtty-nolog-variant", module=MTTY_NOLOG)
+def s_nolog(sc):
+    # No DMA logging ops: QEMU must fall back to the container's dirty
+    # tracking, which enable-migration=auto accepts.
+    simple(sc, "auto")
+
+
+@scenario("mtty-enable-migration-on")
+def s_on(sc):
+    simple(sc, "on")
+
+
+@scenario("mtty-enable-migration-auto")
+def s_auto(sc):
+    simple(sc, "auto")
+
+
+@scenario("mtty-switchover-ack")
+def s_switchover_ack(sc):
+    simple(sc, "on", caps=("return-path", "switchover-ack"))
+
+
+@scenario("mtty-enable-migration-off")
+def s_off(sc):
+    m = sc.mdev()
+    src = sc.vm("src", m.device("mtty0", "off"))
+    try:
+        src.cmd("migrate", uri="tcp:127.0.0.1:%d" % sc.next_port())
+    except QMPError as e:
+        msg = str(e)
+        detail("migrate refused: " + msg)
+        if m.uuid not in msg and "mtty0" not in msg:
+            raise Fail("refusal does not name the device: %s" % msg)
+        return
+    raise Fail("migrate was accepted (query-migrate: %s)" %
+               src.cmd("query-migrate").get("status"))
+
+
+def io_bar(vm, qid, bar):
+    """The address of I/O BAR bar of device qid, once the firmware mapped
+    it (QEMU reports an unmapped BAR at an all-ones address)."""
+    def find():
+        for bus in vm.cmd("query-pci"):
+            for dev in bus["devices"]:
+                if dev.get("qdev_id") != qid:
+                    continue
+                for r in dev.get("regions", []):
+                    if r["bar"] == bar and r["type"] == "io" and \
+                       0 < r["address"] < 0x10000:
+                        return r["address"]
+        return None
+    return poll("the firmware to map %s's I/O BAR %d" % (qid, bar), find,
+                T_FIRMWARE)
+
+
+def outb(vm, port, val):
+    vm.hmp("o /b 0x%x 0x%x" % (port, val))
+
+
+def inb(vm, port):
+    r = vm.hmp("i /b 0x%x" % port)
+    m = re.search(r"=\s*(0x[0-9a-fA-F]+)", r)
+    if not m:
+        raise Fail("unexpected HMP 'i' output: %r" % r)
+    return int(m.group(1), 16)
+
+
+UART_RX, UART_LCR, UART_LSR, UART_SCR = 0, 3, 5, 7
+UART_LSR_DR = 0x01
+
+
+@scenario("mtty-register-state")
+def s_registers(sc):
+    m_src, m_dst = sc.mdev(), sc.mdev()
+    src, dst = start_pair(sc, m_src.device("mtty0", "on"),
+                          m_dst.device("mtty0", "on"))
+    # One 16550-like port per I/O BAR.  Port 0: scratch, line control,
+    # and three bytes left in the loopback FIFO (THR writes land there);
+    # port 1: scratch.
+    base, base1 = io_bar(src, "mtty0", 0), io_bar(src, "mtty0", 1)
+    detail("source I/O BARs at 0x%x, 0x%x" % (base, base1))
+    payload = b"RK!"
+    outb(src, base + UART_SCR, 0x5a)
+    outb(src, base + UART_LCR, 0x03)
+    for b in payload:
+        outb(src, base + UART_RX, b)
+    outb(src, base1 + UART_SCR, 0xa5)
+    want = {"port0 SCR": 0x5a, "port0 LCR": 0x03, "port1 SCR": 0xa5}
+    regs = {"port0 SCR": base + UART_SCR, "port0 LCR": base + UART_LCR,
+            "port1 SCR": base1 + UART_SCR}
+    got = {k: inb(src, p) for k, p in regs.items()}
+    if got != want or not inb(src, base + UART_LSR) & UART_LSR_DR:
+        raise Fail("source does not hold what was written: %r" % got)
+    migrate(sc, src, dst)
+    # The destination's BARs are where the source's firmware put them.
+    got = {k: inb(dst, p) for k, p in regs.items()}
+    lsr = inb(dst, base + UART_LSR)
+    fifo = bytes(inb(dst, base + UART_RX) for _ in payload)
+    lsr_after = inb(dst, base + UART_LSR)
+    detail("destination: %s, LSR 0x%02x, FIFO %r, LSR after 0x%02x" %
+           (", ".join("%s 0x%02x" % kv for kv in sorted(got.items())),
+            lsr, fifo, lsr_after))
+    if got != want:
+        raise Fail("registers differ after migration: want %r, got %r" %
+                   (want, got))
+    if not lsr & UART_LSR_DR or fifo != payload or lsr_after & UART_LSR_DR:
+        raise Fail("FIFO differs after migration: LSR 0x%02x, read %r, "
+                   "LSR after 0x%02x (want %r then empty)" %
+                   (lsr, fifo, lsr_after, payload))
+
+
+def vfio_devices(info):
+    return (info.get("vfio") or {}).get("x-devices") or []
+
+
+def check_device_bytes(info, dinfo, ids):
+    """Fail unless each device of ids moved MIG_DATA_SIZE bytes, as both
+    sides' query-migrate tell."""
+    errs = []
+    for side, i in (("source", info), ("destination", dinfo)):
+        detail("%s: status %s, vfio %s" %
+               (side, i.get("status"), json.dumps(i.get("vfio"))))
+        devs = {d.get("id"): d for d in vfio_devices(i)}
+        for qid in ids:
+            if qid not in devs:
+                errs.append("%s reports no vfio device %s" % (side, qid))
+            elif devs[qid].get("transferred") != MTTY2_DATA_SIZE:
+                errs.append("%s: %s transferred %s, want %d" %
+                            (side, qid, devs[qid].get("transferred"),
+                             MTTY2_DATA_SIZE))
+    if errs:
+        raise Fail("; ".join(errs))
+
+
+@scenario("mtty-device-bytes")
+def s_bytes(sc):
+    src, dst, info = simple(sc, "on")
+    check_device_bytes(info, dst.cmd("query-migrate"), ["mtty0"])
+
+
+def device_state(vm, qid):
+    for d in vfio_devices(vm.cmd("query-migrate")):
+        if d.get("id") == qid:
+            return d.get("state")
+    return None
+
+
+def cancel_then_retry(sc, caps, reach, same_mdev, max_bandwidth=None):
+    """Start a migration, cancel it once reach(src) holds, check the
+    source runs on, then migrate again onto the same or a fresh mdev."""
+    m_src, m_dst = sc.mdev(), sc.mdev()
+    src, dst = start_pair(sc, m_src.device("mtty0", "on"),
+                          m_dst.device("mtty0", "on"))
+    if max_bandwidth:
+        src.cmd("migrate-set-parameters", **{"max-bandwidth": max_bandwidth})
+    start_migration(sc, src, dst, caps)
+    where = reach(src)
+    src.cmd("migrate_cancel")
+    info = poll("the cancel to end", lambda: final_status(src), T_MIGRATE)
+    if info["status"] != "cancelled":
+        raise Fail("after migrate_cancel at %s: %s" % (where, migration_error(info)))
+    try:
+        src.wait_status("running")
+    except Fail as e:
+        raise Fail("source after cancel at %s: %s" % (where, e))
+    detail("cancelled at %s; source running" % where)
+    sc.drop(dst)
+    m_new = m_dst if same_mdev else sc.mdev()
+    dst = sc.vm("dst2", m_new.device("mtty0", "on") + ["-incoming", "defer"])
+    set_caps(src, [c for c in caps if c == "pause-before-switchover"], False)
+    src.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 30})
+    retry_caps = [c for c in caps if c != "pause-before-switchover"]
+    try:
+        info = migrate(sc, src, dst, retry_caps)
+        # The retry must move the whole state again, nothing less.
+        check_device_bytes(info, dst.cmd("query-migrate"), ["mtty0"])
+    except Fail as e:
+        raise Fail("retry onto the %s destination mdev: %s" %
+                   ("same" if same_mdev else "fresh", e))
+
+
+def in_precopy(src):
+    """Pre-copy: active, guest running, the device in pre-copy."""
+    def check():
+        info = src.cmd("query-migrate")
+        if info.get("status") in ("completed", "failed", "cancelled"):
+            raise Fail("migration ended (%s) before the cancel" %
+                       migration_error(info))
+        if info.get("status") == "active" and src.status() == "running" and \
+           device_state(src, "mtty0") == "pre-copy":
+            return "pre-copy"
+        return None
+    return poll("pre-copy", check, T_MIGRATE)
+
+
+def at_pre_switchover(src):
+    def check():
+        info = src.cmd("query-migrate")
+        if info.get("status") in ("completed", "failed", "cancelled"):
+            raise Fail("migration ended (%s) before pre-switchover" %
+                       migration_error(info))
+        return info.get("status") == "pre-switchover" and "pre-switchover"
+    return poll("pre-switchover", check, T_MIGRATE)
+
+
+def cancel_precopy(sc, same_mdev):
+    # 64 MiB of mostly zero RAM at 16 KiB/s: pre-copy lasts over ten
+    # seconds, ample for the polls to see it and the cancel to land there.
+    cancel_then_retry(sc, (), in_precopy, same_mdev, max_bandwidth=16 << 10)
+
+
+@scenario("mtty-cancel-precopy-retry-fresh")
+def s_cancel_precopy_fresh(sc):
+    cancel_precopy(sc, same_mdev=False)
+
+
+@scenario("mtty-cancel-pre-switchover-retry-fresh")
+def s_cancel_psw_fresh(sc):
+    cancel_then_retry(sc, ("pause-before-switchover",), at_pre_switchover,
+                      same_mdev=False)
+
+
+@scenario("mtty-two-devices-p2p")
+def s_p2p(sc):
+    src, dst, info = simple(sc, "on", mdevs_per_vm=2)
+    check_device_bytes(info, dst.cmd("query-migrate"), ["mtty0", "mtty1"])
+
+
+@scenario("debian-qemu-7.2-refuses")
+def s_debian(sc):
+    if not os.path.exists(DEBIAN_QEMU):
+        raise Fail("Debian's QEMU is not in the initramfs")
+    m = sc.mdev()
+    env = dict(os.environ, LD_LIBRARY_PATH=DEBIAN_QEMU_LIBS,
+               QEMU_MODULE_DIR=DEBIAN_QEMU_MODULES)
+    src = sc.vm("src", m.device("mtty0", None), binary=DEBIAN_QEMU, env=env)
+    detail(src.hmp("info version").strip())
+    reasons = src.cmd("query-migrate").get("blocked-reasons")
+    try:
+        src.cmd("migrate", uri="tcp:127.0.0.1:%d" % sc.next_port())
+    except QMPError as e:
+        detail("migrate refused: %s" % e)
+        detail("blocked-reasons: %s" % "; ".join(reasons or ["(none)"]))
+        # 7.2 refuses with the text of the first blocker.
+        if not reasons or not any(r in str(e) for r in reasons):
+            raise Fail("refused, but not by a migration blocker: %s" % e)
+        return
+    raise Fail("Debian's QEMU accepted the migration")
+
+
+@scenario("mtty-cancel-precopy-retry-same")
+def s_cancel_precopy_same(sc):
+    cancel_precopy(sc, same_mdev=True)
+
+
+@scenario("mtty-cancel-pre-switchover-retry-same")
+def s_cancel_psw_same(sc):
+    cancel_then_retry(sc, ("pause-before-switchover",), at_pre_switchover,
+                      same_mdev=True)
+
+
+def run(cmd):
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       universal_newlines=True)
+    if r.returncode:
+        raise Fail("%s: %s" % (" ".join(cmd), r.stdout.strip()))
+
+
+loaded = None
+
+
+def swap_mtty(ko):
+    global loaded
+    if loaded == ko:
+        return
+    if os.path.exists("/sys/module/mtty"):
+        run(["rmmod", "mtty"])
+    loaded = None
+    run(["insmod", ko])
+    poll("mtty's mdev types", lambda: os.path.exists(MDEV_TYPE), T_STATE)
+    loaded = ko
+
+
+def selftest():
+    """Exercise, on the build host, the stdlib paths the scenarios use, so
+    that --list-imports sees every module they load."""
+    subprocess.run(["true"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                   universal_newlines=True)
+    with open(os.devnull, "w") as f:
+        p = subprocess.Popen(["true"], stdin=subprocess.DEVNULL, stdout=f,
+                             stderr=f, start_new_session=True)
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    a, b = socket.socketpair()
+    a.settimeout(1)
+    b.sendall(json.dumps({"return": {}}).encode() + b"\n")
+    json.loads(a.recv(100).split(b"\n")[0])
+    re.search(r"=\s*(0x[0-9a-fA-F]+)", "= 0x1")
+    os.urandom(16).hex()
+
+
+def main():
+    if sys.argv[1:] == ["--list-imports"]:
+        selftest()
+        for mod in list(sys.modules.values()):
+            f = getattr(mod, "__file__", None)
+            if f:
+                print(f)
+        return
+    if sys.argv[1:] == ["--list"]:
+        for name, _, _ in SCENARIOS:
+            print(name)
+        return
+    only = None
+    if len(sys.argv) == 3 and sys.argv[1] == "--only":
+        only = [n if n.startswith("realkernel/") else "realkernel/" + n
+                for n in sys.argv[2].split(",")]
+    for name, fn, module in SCENARIOS:
+        if only and name not in only:
+            continue
+        sc = Scenario(name)
+        t0 = time.monotonic()
+        Kernel.start()
+        log("scenario %s" % name)
+        try:
+            swap_mtty(module)
+            fn(sc)
+            result = "PASS %s" % name
+        except Fail as e:
+            result = "FAIL %s: %s" % (name, e)
+        except (QMPError, OSError, ValueError, KeyError) as e:
+            result = "FAIL %s: %s: %s" % (name, type(e).__name__, e)
+        finally:
+            sc.cleanup()
+        Kernel.read()
+        oops = Kernel.lines
+        if oops and result.startswith("PASS"):
+            result = "FAIL %s: kernel: %s" % (name, oops[0].split("] ", 1)[-1])
+        if oops:
+            detail("kernel log:\n" + "\n".join(oops))
+        detail("%.1f s" % (time.monotonic() - t0))
+        out(result)
+        for line in DETAILS:
+            out(line)
+        DETAILS.clear()
+    out("DONE")
+    # A thread may still sit in a blocked sysfs write: do not wait for it.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
