@@ -21,6 +21,10 @@ from qmpvm import (MiB, OBJ, Vm, human, parse_size,  # noqa: E402
                    sim_bar0, sim_digest)
 
 
+# max-bandwidth as libvirt sets it by default: no limit
+UNLIMITED = (1 << 63) - 1
+
+
 def main():
     if "--libvirt" in sys.argv[1:]:
         # The operator's view: the same migration through virsh
@@ -33,8 +37,8 @@ def main():
                     help="device state size (default 512M)")
     ap.add_argument("--ram", default="1G", help="guest RAM (default 1G)")
     ap.add_argument("--transport", choices=("tcp", "unix"), default="tcp")
-    ap.add_argument("--downtime-limit", type=int, default=30000,
-                    help="downtime limit in ms (default 30000)")
+    ap.add_argument("--downtime-limit", type=int, default=None,
+                    help="downtime limit in ms (default: QEMU's, 300)")
     ap.add_argument("--no-precopy", action="store_true",
                     help="stop-copy only: no pre-copy, P2P or switchover-ack")
     ap.add_argument("--dirty-rate", type=parse_size, default=0,
@@ -97,10 +101,16 @@ def main():
             caps += [{"capability": "return-path", "state": True},
                      {"capability": "switchover-ack", "state": True}]
         src.cmd("migrate-set-capabilities", capabilities=caps)
-        # A stop-copy-only device moves all of its state while the VM is
-        # stopped; allow for that, or migration never switches over.
-        src.cmd("migrate-set-parameters",
-                **{"downtime-limit": opts.downtime_limit})
+        # QEMU's defaults, but for max-bandwidth, which libvirt sets to
+        # unlimited (7.2's default, 32 MiB/s, throttles the migration).
+        params = {"max-bandwidth": UNLIMITED}
+        if opts.downtime_limit is not None:
+            params["downtime-limit"] = opts.downtime_limit
+        src.cmd("migrate-set-parameters", **params)
+        print("max-bandwidth unlimited (as libvirt sets it), downtime-limit "
+              "%s" % ("%d ms" % opts.downtime_limit
+                      if opts.downtime_limit is not None
+                      else "QEMU's default (300 ms)"))
 
         if has_sim:
             # Let the guest firmware place the BAR before the VM stops,
@@ -115,10 +125,17 @@ def main():
             status = info.get("status")
             ram = info.get("ram", {})
             vfio = info.get("vfio", {}).get("transferred", 0)
-            line = "\r[%-9s] RAM %10s  VFIO %10s  remaining %10s  %7.1f MB/s  %5.1fs" % (
-                status, human(ram.get("transferred", 0)), human(vfio),
-                human(ram.get("remaining", 0)),
-                ram.get("mbps", 0.0) / 8.0, time.monotonic() - start)
+            # What is left: RAM's, and the devices' pre-copy data
+            left = ram.get("remaining", 0) + sum(
+                d.get("precopy-initial-bytes", 0) +
+                d.get("precopy-dirty-bytes", 0)
+                for d in info.get("vfio", {}).get("x-devices", []))
+            line = ("\r[%-9s] RAM %10s  VFIO %10s  remaining %10s  "
+                    "%7.1f MB/s  expected downtime %5d ms  %5.1fs" % (
+                        status, human(ram.get("transferred", 0)), human(vfio),
+                        human(left), ram.get("mbps", 0.0) / 8.0,
+                        info.get("expected-downtime", 0),
+                        time.monotonic() - start))
             # The per-device figures (QEMU with the series' stats)
             for dev in info.get("vfio", {}).get("x-devices", []):
                 line += "  %s %s" % (dev["id"], dev["state"])
