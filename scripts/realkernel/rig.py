@@ -312,7 +312,10 @@ def main():
     append = "console=ttyS0 rdinit=/init quiet panic=-1"
     if only:
         append += " rk.only=" + only
-    cmd = [qemu, "-machine", "q35", "-accel", "tcg,thread=multi",
+    # One TCG thread for both vCPUs: with thread=multi, the kernel's
+    # text patching (int3 on one vCPU while another runs the code) now and
+    # then panicked L1 at boot ("Oops: int3" in sched_clock_cpu).
+    cmd = [qemu, "-machine", "q35", "-accel", "tcg,thread=single",
            "-cpu", "max", "-smp", "2", "-m", "2048", "-nodefaults",
            "-display", "none", "-no-reboot",
            # -L replaces the default search path: name both directories.
