@@ -102,7 +102,7 @@ def main():
                      {"capability": "switchover-ack", "state": True}]
         src.cmd("migrate-set-capabilities", capabilities=caps)
         # QEMU's defaults, but for max-bandwidth, which libvirt sets to
-        # unlimited (7.2's default, 32 MiB/s, throttles the migration).
+        # unlimited (7.2's default, 128 MiB/s, throttles the migration).
         params = {"max-bandwidth": UNLIMITED}
         if opts.downtime_limit is not None:
             params["downtime-limit"] = opts.downtime_limit
