@@ -587,9 +587,20 @@ def device_state(vm, qid):
     return None
 
 
-def cancel_then_retry(sc, caps, reach, same_mdev, max_bandwidth=None):
-    """Start a migration, cancel it once reach(src) holds, check the
-    source runs on, then migrate again onto the same or a fresh mdev."""
+def cancel(src):
+    src.cmd("migrate_cancel")
+
+
+def stop_cont(src):
+    src.cmd("stop")
+    src.cmd("cont")
+
+
+def cancel_then_retry(sc, caps, reach, same_mdev, max_bandwidth=None,
+                      interrupt=cancel, want="cancelled"):
+    """Start a migration, interrupt it once reach(src) holds, check it
+    ends in want and the source runs on, then migrate again onto the same
+    or a fresh mdev."""
     m_src, m_dst = sc.mdev(), sc.mdev()
     src, dst = start_pair(sc, m_src.device("mtty0", "on"),
                           m_dst.device("mtty0", "on"))
@@ -597,15 +608,20 @@ def cancel_then_retry(sc, caps, reach, same_mdev, max_bandwidth=None):
         src.cmd("migrate-set-parameters", **{"max-bandwidth": max_bandwidth})
     start_migration(sc, src, dst, caps)
     where = reach(src)
-    src.cmd("migrate_cancel")
-    info = poll("the cancel to end", lambda: final_status(src), T_MIGRATE)
-    if info["status"] != "cancelled":
-        raise Fail("after migrate_cancel at %s: %s" % (where, migration_error(info)))
+    interrupt(src)
+    info = poll("the migration to end", lambda: final_status(src), T_MIGRATE)
+    if info["status"] != want:
+        raise Fail("after %s at %s: %s, want %s" %
+                   (interrupt.__name__, where, migration_error(info), want))
+    if want == "failed" and m_src.uuid not in info.get("error-desc", ""):
+        raise Fail("the error does not name the device: %s" %
+                   migration_error(info))
     try:
         src.wait_status("running")
     except Fail as e:
-        raise Fail("source after cancel at %s: %s" % (where, e))
-    detail("cancelled at %s; source running" % where)
+        raise Fail("source after %s at %s: %s" % (interrupt.__name__, where, e))
+    detail("%s at %s: %s; source running" %
+           (interrupt.__name__, where, migration_error(info)))
     sc.drop(dst)
     m_new = m_dst if same_mdev else sc.mdev()
     dst = sc.vm("dst2", m_new.device("mtty0", "on") + ["-incoming", "defer"])
@@ -654,6 +670,41 @@ def cancel_precopy(sc, same_mdev):
 @scenario("mtty-cancel-precopy-retry-fresh")
 def s_cancel_precopy_fresh(sc):
     cancel_precopy(sc, same_mdev=False)
+
+
+@scenario("mtty-cont-during-precopy")
+def s_cont_precopy(sc):
+    # "stop" then "cont" in pre-copy: the device leaves STOP_COPY and its
+    # stream ends half sent, so the migration must fail, not complete with
+    # a stream that starts over; the retry then moves the whole state.
+    cancel_then_retry(sc, (), in_precopy, False, max_bandwidth=16 << 10,
+                      interrupt=stop_cont, want="failed")
+
+
+@scenario("mtty-guest-panic-during-precopy")
+def s_panic_precopy(sc):
+    # A guest panic stops the VM in pre-copy (-action panic=pause): the
+    # device's stream must go on in STOP_COPY, and the migration complete
+    # with the device's state, sent once.
+    extra = ["-device", "pvpanic", "-action", "panic=pause"]
+    m_src, m_dst = sc.mdev(), sc.mdev()
+    src, dst = start_pair(sc, m_src.device("mtty0", "on") + extra,
+                          m_dst.device("mtty0", "on") + extra)
+    src.cmd("migrate-set-parameters", **{"max-bandwidth": 16 << 10})
+    start_migration(sc, src, dst)
+    in_precopy(src)
+    outb(src, 0x505, 1)     # pvpanic: PVPANIC_PANICKED
+    src.wait_status("guest-panicked")
+    src.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 30})
+    info = poll("the migration to end", lambda: final_status(src), T_MIGRATE)
+    if info["status"] != "completed":
+        raise Fail("migration %s (destination: %s)" %
+                   (migration_error(info), dst.log_tail(3)))
+    try:
+        dst.wait_status("guest-panicked")
+    except Fail as e:
+        raise Fail("%s; destination log: %s" % (e, dst.log_tail(3)))
+    check_device_bytes(info, dst.cmd("query-migrate"), ["mtty0"])
 
 
 @scenario("mtty-cancel-pre-switchover-retry-fresh")
