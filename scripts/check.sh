@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's checks, in order: checkpatch on every patch of the series,
-# a full build, the series' own qtests, and a regression set from the base
-# tree's migration-test.  Ends with "N passed, N failed, N skipped".
+# a full build, the series' own qtests, the base tree's whole
+# migration-test, the real-kernel, A/B and libvirt suites.  Ends with
+# "N passed, N failed, N skipped".
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -75,27 +76,17 @@ for t in $series_tests; do
     "$TOP/scripts/tap-run.py" "$TALLY" 1200 "$bin"
 done
 
-note "regression set: tests/qtest/migration-test"
-REGRESSION=(
-    /x86_64/migration/precopy/unix/plain
-    /x86_64/migration/precopy/tcp/plain
-    /x86_64/migration/multifd/tcp/plain/none
-    /x86_64/migration/multifd/tcp/plain/cancel
-    /x86_64/migration/postcopy/plain
-    /x86_64/migration/bad_dest
-    /x86_64/migration/fd_proto
-    /x86_64/migration/validate_uuid
-    /x86_64/migration/auto_converge
-    /x86_64/migration/precopy/unix/switchover-ack
-)
-args=()
-for r in "${REGRESSION[@]}" ${SERIES_REGRESSION:-}; do
-    args+=(-p "$r")
-done
-"$TOP/scripts/tap-run.py" "$TALLY" 1200 "$OBJ/tests/qtest/migration-test" "${args[@]}"
+# The base tree's whole migration-test: the series runs every migration
+# of every guest (SERIES_MIGRATION_ARGS: e.g. -p PATH)
+note "the base tree's migration-test, all of it"
+"$TOP/scripts/tap-run.py" "$TALLY" 1200 "$OBJ/tests/qtest/migration-test" \
+    ${SERIES_MIGRATION_ARGS:-}
 
 note "real kernel: Linux's mtty on Debian's 6.12, in a nested guest (scripts/realkernel)"
 "$TOP/scripts/realkernel/run.sh" --tally "$TALLY" || true
+
+note "A/B: guests without a VFIO device, the series against 7.2 (scripts/ab)"
+"$TOP/scripts/ab/run.sh" --tally "$TALLY" || true
 
 note "libvirt: virsh between two libvirt daemons (scripts/libvirt)"
 "$TOP/scripts/libvirt/run.sh" --tally "$TALLY" || true
