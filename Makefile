@@ -5,6 +5,7 @@
 #   make bench          VFIO migration throughput, downtime, RSS vs raw socket
 #   make check-libvirt  the series through libvirt (virsh migrate, save, ...)
 #   make check-realkernel  Linux's mtty driver on Debian's 6.12, nested guest
+#   make check-ab       guests without a VFIO device: the series against 7.2
 #
 # Developer loop: make tree, edit and commit in build/qemu, make export,
 # make check, commit patches/.
@@ -12,12 +13,12 @@
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all deps base tree build export series-status check check-libvirt check-realkernel demo bench clean help
+.PHONY: all deps base tree build export series-status check check-libvirt check-realkernel check-ab demo bench clean help
 
 all: build
 
 help:
-	@sed -n '3,11p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	@$(S)/deps.sh
@@ -50,6 +51,12 @@ check-libvirt: deps
 # --only mtty-enable-migration-on,mtty-register-state
 check-realkernel: deps
 	@$(S)/realkernel/run.sh $(REALKERNEL_ARGS)
+
+# Guests without a VFIO device migrate the same with the series as with
+# plain 7.2, built from the tree's base tag into build/base
+# (scripts/ab/run.sh).  AB_ARGS: e.g. --only idle-defaults,paused-file
+check-ab: deps
+	@$(S)/ab/run.sh $(AB_ARGS)
 
 demo: build
 	@python3 $(S)/demo.py $(DEMO_ARGS)

@@ -23,7 +23,7 @@ if [ -x /usr/lib/ccache/gcc ] && [ -z "${NO_CCACHE:-}" ]; then
     CONFIG_ARGS+=(--cc=/usr/lib/ccache/gcc --cxx=/usr/lib/ccache/g++)
 fi
 
-git -C "$TREE" rev-parse --git-dir >/dev/null 2>&1 || die "no build/qemu; run 'make tree' first"
+[ -x "$TREE/configure" ] || die "no QEMU tree in $TREE; run 'make tree' first"
 mkdir -p "$OBJ"
 
 want=$(printf '%s\n' "${CONFIG_ARGS[@]}" | sha256sum | cut -d' ' -f1)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Build plain QEMU 7.2, the `base` tag of build/qemu, for the A/B suite:
+# export the tag into build/base/qemu (again only when the base commit
+# changes: build/base/qemu.stamp holds its id) and build its
+# qemu-system-x86_64 into build/base/obj with scripts/build.sh, i.e. with
+# the series' own configure options.  build/base/{qemu,obj} mirrors
+# build/{qemu,obj}: build.sh sets CCACHE_BASEDIR to the tree's parent and
+# meson uses relative paths (../qemu/...), so every file that the series
+# does not change is a ccache hit.  build/obj-base links to base/obj.
+#
+# Exit status: 0 built; 1 failure (the reason on stderr, the build's
+# output in build/base/obj.log).
+
+set -euo pipefail
+. "$(dirname "$0")/../common.sh"
+
+MAIN_TREE=$TOP/build/qemu
+BASE=$TOP/build/base
+
+git -C "$MAIN_TREE" rev-parse --git-dir >/dev/null 2>&1 ||
+    die "no build/qemu; run 'make tree' first"
+id=$(git -C "$MAIN_TREE" rev-parse --verify -q 'base^{commit}') ||
+    die "build/qemu has no tag 'base'"
+
+if [ "$(cat "$BASE/qemu.stamp" 2>/dev/null)" != "$id" ] || [ ! -d "$BASE/qemu" ]; then
+    note "exporting base ($id) into build/base/qemu"
+    rm -rf "$BASE/qemu" "$BASE/qemu.stamp"
+    mkdir -p "$BASE/qemu"
+    git -C "$MAIN_TREE" archive "$id" | tar -x -C "$BASE/qemu"
+    # A new tree: configure again (build.sh keys its stamp on the options)
+    rm -f "$BASE/obj/.config-stamp"
+    echo "$id" > "$BASE/qemu.stamp"
+fi
+ln -sfn base/obj "$TOP/build/obj-base"
+
+mkdir -p "$BASE/obj"
+start=$SECONDS
+if ! SERIES_TREE=$BASE/qemu SERIES_OBJ=$BASE/obj \
+        "$TOP/scripts/build.sh" qemu-system-x86_64 > "$BASE/obj.log" 2>&1; then
+    tail -n 30 "$BASE/obj.log" >&2
+    die "building 7.2 failed; full log in build/base/obj.log"
+fi
+[ -x "$BASE/obj/qemu-system-x86_64" ] || die "no build/base/obj/qemu-system-x86_64 after the build"
+note "7.2 built in $((SECONDS - start)) s (build/obj-base/qemu-system-x86_64)"
