@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0-or-later
 """A/B: a guest without a VFIO device migrates the same with the series as
-with plain QEMU 7.2.
+with QEMU 7.2.
+
+"7.2" is the base tree with one patch of the series, its fix of 7.2's TCG
+dirty-bitmap sync (build-base.sh): plain 7.2 loses guest writes under TCG,
+so it sends less and syncs less near the limit than a QEMU that tracks
+every write, which would make the series look slower for being right.
+Rule R2 holds the fix to account: the series' guest must live.
 
 usage: ab.py ASSETS_ENV BASE_QEMU SERIES_QEMU [--counts FILE]
              [--only NAME,...] [--json FILE] [--workdir DIR]
@@ -37,10 +43,10 @@ R2  guest: the series' guest is dead on the destination (not running, no
     (the sync's fast path clears dirty bits without flushing the TCG
     TLB), so 7.2's guest may be dead: that is reported, not a failure.
     The series fixes that loss (patch "physmem: Reset TCG TLB entries of
-    pages cleared by the dirty sync fast path"), so its guest must live
-    in every scenario, 7.2's alive or not: dirty-near-limit and
-    stop-after-syncs kill 7.2's guest in 40 runs of 40, and fail the
-    series without the fix.  The loss also strikes 7.2 at random where
+    pages cleared by the dirty sync fast path", which the 7.2 of this
+    suite carries too), so its guest must live in every scenario:
+    dirty-near-limit and stop-after-syncs kill plain 7.2's guest in 40
+    runs of 40, and fail a series without the fix.  The loss also strikes 7.2 at random where
     the guest writes little (1 of 18 runs of multifd-2, a kernel NULL
     dereference, and 1 of 40 of dirty-converging, a hang): hence the
     second run, which a series that kills the guest for its own reasons

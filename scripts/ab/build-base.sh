@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# Build plain QEMU 7.2, the `base` tag of build/qemu, for the A/B suite:
-# export the tag into build/base/qemu (again only when the base commit
-# changes: build/base/qemu.stamp holds its id) and build its
+# Build QEMU 7.2, the `base` tag of build/qemu, with the series' fix of
+# 7.2's TCG dirty sync and nothing else, for the A/B suite: export the tag
+# into build/base/qemu, apply the fix (again only when either changes:
+# build/base/qemu.stamp holds their ids) and build its
 # qemu-system-x86_64 into build/base/obj with scripts/build.sh, i.e. with
 # the series' own configure options.  build/base/{qemu,obj} mirrors
 # build/{qemu,obj}: build.sh sets CCACHE_BASEDIR to the tree's parent and
@@ -21,14 +22,26 @@ BASE=$TOP/build/base
 
 git -C "$MAIN_TREE" rev-parse --git-dir >/dev/null 2>&1 ||
     die "no build/qemu; run 'make tree' first"
-id=$(git -C "$MAIN_TREE" rev-parse --verify -q 'base^{commit}') ||
+base_id=$(git -C "$MAIN_TREE" rev-parse --verify -q 'base^{commit}') ||
     die "build/qemu has no tag 'base'"
 
+# The series' fix of 7.2's TCG dirty-bitmap sync, which loses guest writes
+# (see ab.py): applied to the reference too, so that both sides track the
+# guest's dirty pages alike.  The fix itself is held to account by rule R2.
+fix=$(git -C "$MAIN_TREE" log --format=%H -1 --fixed-strings \
+      --grep='physmem: Reset TCG TLB entries of pages cleared by the dirty sync' \
+      base..HEAD)
+[ -n "$fix" ] || die "build/qemu has no TCG dirty sync fix over base"
+fix_id=$(git -C "$MAIN_TREE" diff "$fix~1" "$fix" | git patch-id --stable | cut -d' ' -f1)
+id="$base_id+$fix_id"
+
 if [ "$(cat "$BASE/qemu.stamp" 2>/dev/null)" != "$id" ] || [ ! -d "$BASE/qemu" ]; then
-    note "exporting base ($id) into build/base/qemu"
+    note "exporting base ($base_id) and the TCG dirty sync fix into build/base/qemu"
     rm -rf "$BASE/qemu" "$BASE/qemu.stamp"
     mkdir -p "$BASE/qemu"
-    git -C "$MAIN_TREE" archive "$id" | tar -x -C "$BASE/qemu"
+    git -C "$MAIN_TREE" archive "$base_id" | tar -x -C "$BASE/qemu"
+    git -C "$MAIN_TREE" diff "$fix~1" "$fix" | patch -s -p1 -d "$BASE/qemu" ||
+        die "the TCG dirty sync fix does not apply to base"
     # A new tree: configure again (build.sh keys its stamp on the options)
     rm -f "$BASE/obj/.config-stamp"
     echo "$id" > "$BASE/qemu.stamp"

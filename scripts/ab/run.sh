@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
 # The A/B suite: guests without a VFIO device migrate the same with the
-# series as with plain QEMU 7.2 (the rules are in ab.py's docstring and
-# printed by each run).  Builds 7.2 when needed (build-base.sh), prepares
+# series as with QEMU 7.2 (the rules are in ab.py's docstring and
+# printed by each run).  Builds 7.2 with the series' TCG dirty sync fix
+# when needed (build-base.sh), prepares
 # the guest (the real-kernel suite's kernel and busybox, dirtier.c), runs
 # every scenario with both binaries and prints one line per scenario and
 # "N passed, N failed, N skipped"; exits non-zero on any failure.
