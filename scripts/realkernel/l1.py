@@ -452,6 +452,34 @@ def s_switchover_ack(sc):
     simple(sc, "on", caps=("return-path", "switchover-ack"))
 
 
+@scenario("mtty-viommu")
+def s_viommu(sc):
+    # Behind a vIOMMU the device's DMA is not dirty-tracked: under
+    # enable-migration=on realize fails, naming the device (as upstream);
+    # under auto the device works and migration is blocked.
+    m = sc.mdev()
+    viommu = ["-device", "intel-iommu,caching-mode=on"]
+    vm = VM("viommu-on", viommu + m.device("mtty0", "on"))
+    sc.vms.append(vm)
+    poll("QEMU to refuse the device", lambda: vm.proc.poll() is not None,
+         T_START)
+    with open(vm.log_path) as f:
+        msg = f.read()
+    detail("on: exit %d: %s" % (vm.proc.returncode, vm.log_tail(1)))
+    if vm.proc.returncode == 0 or "vIOMMU" not in msg or m.uuid not in msg:
+        raise Fail("no realize error naming the device and the vIOMMU: %s" %
+                   vm.log_tail())
+    src = sc.vm("src", viommu + m.device("mtty0", None))
+    try:
+        src.cmd("migrate", uri="tcp:127.0.0.1:%d" % sc.next_port())
+    except QMPError as e:
+        detail("auto: migrate refused: %s" % e)
+        if "vIOMMU" not in str(e):
+            raise Fail("refusal does not name the vIOMMU: %s" % e)
+        return
+    raise Fail("migrate was accepted under auto with a vIOMMU")
+
+
 @scenario("mtty-enable-migration-off")
 def s_off(sc):
     m = sc.mdev()
@@ -501,11 +529,18 @@ UART_RX, UART_LCR, UART_LSR, UART_SCR = 0, 3, 5, 7
 UART_LSR_DR = 0x01
 
 
-@scenario("mtty-register-state")
-def s_registers(sc):
-    m_src, m_dst = sc.mdev(), sc.mdev()
-    src, dst = start_pair(sc, m_src.device("mtty0", "on"),
-                          m_dst.device("mtty0", "on"))
+# What uart_program() leaves in mtty0 for uart_check() to find
+UART_PAYLOAD = b"RK!"
+UART_WANT = {"port0 SCR": 0x5a, "port0 LCR": 0x03, "port1 SCR": 0xa5}
+
+
+def uart_regs(base, base1):
+    return {"port0 SCR": base + UART_SCR, "port0 LCR": base + UART_LCR,
+            "port1 SCR": base1 + UART_SCR}
+
+
+def uart_program(src):
+    """Leave state in the registers of src's mtty0; returns its I/O BARs."""
     # Once the guest's firmware is idle: while it sets up and boots, it may
     # switch the device's decoding off, also on the destination after the
     # migration (1 run in 12 under load).
@@ -515,40 +550,52 @@ def s_registers(sc):
     # port 1: scratch.
     base, base1 = io_bar(src, "mtty0", 0), io_bar(src, "mtty0", 1)
     detail("source I/O BARs at 0x%x, 0x%x" % (base, base1))
-    payload = b"RK!"
     outb(src, base + UART_SCR, 0x5a)
     outb(src, base + UART_LCR, 0x03)
-    for b in payload:
+    for b in UART_PAYLOAD:
         outb(src, base + UART_RX, b)
     outb(src, base1 + UART_SCR, 0xa5)
-    want = {"port0 SCR": 0x5a, "port0 LCR": 0x03, "port1 SCR": 0xa5}
-    regs = {"port0 SCR": base + UART_SCR, "port0 LCR": base + UART_LCR,
-            "port1 SCR": base1 + UART_SCR}
-    got = {k: inb(src, p) for k, p in regs.items()}
-    if got != want or not inb(src, base + UART_LSR) & UART_LSR_DR:
+    got = {k: inb(src, p) for k, p in uart_regs(base, base1).items()}
+    if got != UART_WANT or not inb(src, base + UART_LSR) & UART_LSR_DR:
         raise Fail("source does not hold what was written: %r" % got)
-    migrate(sc, src, dst)
+    return base, base1
+
+
+def uart_check(dst, base, base1):
+    """Fail unless dst's mtty0 holds what uart_program() left at the
+    source's I/O BARs base and base1."""
     # The destination's BARs are where the source's firmware put them.
     for bar, addr in ((0, base), (1, base1)):
         if io_bar(dst, "mtty0", bar) != addr:
             raise Fail("destination maps I/O BAR %d at 0x%x, not 0x%x" %
                        (bar, io_bar(dst, "mtty0", bar), addr))
-    got = {k: inb(dst, p) for k, p in regs.items()}
+    got = {k: inb(dst, p) for k, p in uart_regs(base, base1).items()}
     lsr = inb(dst, base + UART_LSR)
-    fifo = bytes(inb(dst, base + UART_RX) for _ in payload)
+    fifo = bytes(inb(dst, base + UART_RX) for _ in UART_PAYLOAD)
     lsr_after = inb(dst, base + UART_LSR)
     detail("destination: %s, LSR 0x%02x, FIFO %r, LSR after 0x%02x" %
            (", ".join("%s 0x%02x" % kv for kv in sorted(got.items())),
             lsr, fifo, lsr_after))
-    if got != want:
+    if got != UART_WANT:
         raise Fail("registers differ after migration: want %r, got %r; "
                    "destination: %s; log: %s" %
-                   (want, got, dst.hmp("info pci").replace("\n", " | "),
+                   (UART_WANT, got, dst.hmp("info pci").replace("\n", " | "),
                     dst.log_tail(5)))
-    if not lsr & UART_LSR_DR or fifo != payload or lsr_after & UART_LSR_DR:
+    if not lsr & UART_LSR_DR or fifo != UART_PAYLOAD or \
+       lsr_after & UART_LSR_DR:
         raise Fail("FIFO differs after migration: LSR 0x%02x, read %r, "
                    "LSR after 0x%02x (want %r then empty)" %
-                   (lsr, fifo, lsr_after, payload))
+                   (lsr, fifo, lsr_after, UART_PAYLOAD))
+
+
+@scenario("mtty-register-state")
+def s_registers(sc):
+    m_src, m_dst = sc.mdev(), sc.mdev()
+    src, dst = start_pair(sc, m_src.device("mtty0", "on"),
+                          m_dst.device("mtty0", "on"))
+    base, base1 = uart_program(src)
+    migrate(sc, src, dst)
+    uart_check(dst, base, base1)
 
 
 def vfio_devices(info):
@@ -705,6 +752,42 @@ def s_panic_precopy(sc):
     except Fail as e:
         raise Fail("%s; destination log: %s" % (e, dst.log_tail(3)))
     check_device_bytes(info, dst.cmd("query-migrate"), ["mtty0"])
+
+
+@scenario("mtty-shutdown-in-precopy")
+def s_shutdown_precopy(sc):
+    # The guest shuts down in pre-copy under -no-shutdown, as libvirt
+    # starts QEMU (-no-reboot makes system_reset a shutdown): the VM stops
+    # in 'shutdown', the device's stream goes on in STOP_COPY, and the
+    # destination gets the registers and ends in 'shutdown' too.
+    extra = ["-no-shutdown", "-no-reboot"]
+    m_src, m_dst = sc.mdev(), sc.mdev()
+    src, dst = start_pair(sc, m_src.device("mtty0", "on") + extra,
+                          m_dst.device("mtty0", "on") + extra)
+    base, base1 = uart_program(src)
+    src.cmd("migrate-set-parameters", **{"max-bandwidth": 16 << 10})
+    start_migration(sc, src, dst)
+    in_precopy(src)
+    src.cmd("system_reset")
+    src.wait_status("shutdown")
+    info = src.cmd("query-migrate")
+    state = {d.get("id"): d.get("state")
+             for d in vfio_devices(info)}.get("mtty0")
+    detail("source in 'shutdown': migration %s, mtty0 %s" %
+           (info.get("status"), state))
+    if info.get("status") == "active" and state != "stop-copy":
+        raise Fail("mtty0 in %s once the VM stopped, not stop-copy" % state)
+    src.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 30})
+    info = poll("the migration to end", lambda: final_status(src), T_MIGRATE)
+    if info["status"] != "completed":
+        raise Fail("migration %s (destination: %s)" %
+                   (migration_error(info), dst.log_tail(3)))
+    try:
+        dst.wait_status("shutdown")
+    except Fail as e:
+        raise Fail("%s; destination log: %s" % (e, dst.log_tail(3)))
+    check_device_bytes(info, dst.cmd("query-migrate"), ["mtty0"])
+    uart_check(dst, base, base1)
 
 
 @scenario("mtty-cancel-pre-switchover-retry-fresh")
