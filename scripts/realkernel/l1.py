@@ -27,6 +27,16 @@ QEMU = "/usr/bin/qemu-system-x86_64"
 DEBIAN_QEMU = "/opt/debian-qemu/usr/bin/qemu-system-x86_64"
 DEBIAN_QEMU_LIBS = "/opt/debian-qemu/lib"
 DEBIAN_QEMU_MODULES = "/opt/debian-qemu/modules"
+# Debian 13's QEMU 10.0 (trixie), run through trixie's own ld.so and
+# libraries: it loads nothing of bookworm's.  rig.py puts it under /trixie,
+# or /trixie/MISSING with the reason setup.sh could not fetch it.
+TRIXIE = "/trixie"
+TRIXIE_LIBS = TRIXIE + "/usr/lib/x86_64-linux-gnu"
+TRIXIE_QEMU = [TRIXIE_LIBS + "/ld-linux-x86-64.so.2", "--library-path",
+               TRIXIE_LIBS, TRIXIE + "/usr/bin/qemu-system-x86_64"]
+TRIXIE_FIRMWARE = TRIXIE + "/usr/share/seabios"
+# A machine type that 7.2 and 10.0 both have, with the same guest ABI.
+CROSS_MACHINE = "pc-i440fx-7.2"
 MTTY_STOCK = "/rk/mtty-stock.ko"
 MTTY_NOLOG = "/rk/mtty-nolog.ko"
 MDEV_TYPE = "/sys/class/mdev_bus/mtty/mdev_supported_types/mtty-2"
@@ -44,6 +54,10 @@ T_QMP = 60          # one QMP command
 
 
 class Fail(Exception):
+    pass
+
+
+class Skip(Exception):
     pass
 
 
@@ -198,9 +212,11 @@ class QMP:
 
 
 class VM:
-    """An L2 QEMU, with its QMP socket and its log."""
+    """An L2 QEMU, with its QMP socket and its log.  binary may be a list:
+    a loader and its arguments before the QEMU binary."""
 
-    def __init__(self, name, args, binary=QEMU, env=None):
+    def __init__(self, name, args, binary=QEMU, env=None, machine="q35",
+                 firmware="/usr/share/seabios"):
         self.name = name
         self.qmp_path = "/tmp/%s.qmp" % name
         self.log_path = "/tmp/%s.log" % name
@@ -209,9 +225,10 @@ class VM:
         for path in (self.qmp_path, self.fw_path):
             if os.path.exists(path):
                 os.unlink(path)
-        cmd = [binary, "-machine", "q35", "-accel", "tcg", "-m", "64",
+        cmd = ([binary] if isinstance(binary, str) else list(binary)) + [
+               "-machine", machine, "-accel", "tcg", "-m", "64",
                "-nodefaults", "-display", "none", "-serial", "none",
-               "-L", "/usr/share/seabios",
+               "-L", firmware,
                # SeaBIOS's log, to tell when it is done with the devices
                "-chardev", "file,id=fw,path=%s" % self.fw_path,
                "-device", "isa-debugcon,iobase=0x402,chardev=fw",
@@ -304,11 +321,11 @@ class Mdev:
             bounded("removing mdev %s" % self.uuid,
                     lambda: write_file(self.path + "/remove", "1"))
 
-    def device(self, qid, migration="on"):
+    def device(self, qid, migration="on", extra=""):
         opt = "vfio-pci,sysfsdev=%s,id=%s" % (self.path, qid)
         if migration is not None:
             opt += ",enable-migration=" + migration
-        return ["-device", opt]
+        return ["-device", opt + extra]
 
 
 class Scenario:
@@ -824,6 +841,206 @@ def s_debian(sc):
     raise Fail("Debian's QEMU accepted the migration")
 
 
+# Debian 13's QEMU 10.0 as the other side, both ways, on machine type
+# CROSS_MACHINE.  What upstream 10.0 does with Linux's mtty on Debian's
+# 6.12 kernel, measured here, is what these scenarios expect of it:
+# - A device that advertises DMA logging (stock mtty) is trusted with it,
+#   under enable-migration=auto (the default) and on alike.  Debian's
+#   6.12 fails every report with EOPNOTSUPP, and 10.0 has no fallback: the
+#   migration fails at once ("ram_save_setup failed: Operation not
+#   supported"), the source runs on.  x-device-dirty-page-tracking=off, an
+#   option of 10.0's that the series does not have, makes it use type1's
+#   tracking instead, which it accepts only under on, with a warning.
+# - 10.0 does not count type1's tracking, not even for an mdev: under auto
+#   a device without DMA logging (the variant) gets a migration blocker
+#   ("VFIO device doesn't support device and IOMMU dirty tracking"); under
+#   on only that warning, and it migrates.
+# So a VM that 10.0 started with its defaults cannot leave it with mtty
+# here, one that came by the upgrade included; the way back checks that
+# (once per variant), then starts 10.0 as it must be for mtty to migrate:
+# enable-migration=on, plus x-device-dirty-page-tracking=off for stock
+# mtty.  The upgrade needs nothing: the series migrates under its default
+# (auto), and 10.0 loads the stream under its own.  Each side loads the
+# other's stream, switchover-ack and pre-copy data included.
+
+_trixie = []
+
+
+def trixie_peer():
+    """VM() arguments that run trixie's QEMU, once it said it is 10.0; a
+    Skip when setup.sh could not fetch it here."""
+    missing = os.path.join(TRIXIE, "MISSING")
+    if os.path.exists(missing):
+        with open(missing) as f:
+            raise Skip(f.read().strip())
+    if not _trixie:
+        try:
+            r = subprocess.run(TRIXIE_QEMU + ["--version"],
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT,
+                               universal_newlines=True, timeout=T_START)
+        except subprocess.TimeoutExpired:
+            raise Fail("trixie's QEMU --version still runs after %d s" %
+                       T_START)
+        first = (r.stdout.splitlines() or [""])[0]
+        if r.returncode or "version 10.0." not in first:
+            raise Fail("trixie's QEMU is not 10.0: %s" % r.stdout.strip())
+        _trixie.append(first)
+    detail("trixie: " + _trixie[0])
+    return dict(binary=TRIXIE_QEMU, firmware=TRIXIE_FIRMWARE,
+                machine=CROSS_MACHINE)
+
+
+def trixie_only(vm):
+    """Fail unless every shared object vm's QEMU mapped is trixie's."""
+    with open("/proc/%d/maps" % vm.proc.pid) as f:
+        objs = {l.split()[-1] for l in f if " /" in l and ".so" in l}
+    other = sorted(o for o in objs if not o.startswith(TRIXIE + "/"))
+    if not objs or other:
+        raise Fail("trixie's QEMU loaded %s" %
+                   (", ".join(other) or "no shared object at all"))
+
+
+def firmware_from(vm, rom):
+    """Fail unless the SeaBIOS that vm ran is the one in file rom."""
+    with open(vm.fw_path, "rb") as f:
+        m = re.search(rb"SeaBIOS \(version ([^)\s]+)\)", f.read())
+    with open(rom, "rb") as f:
+        ok = m and m.group(1) in f.read()
+    detail("%s: SeaBIOS %s" % (vm.name, m.group(1).decode() if m else "?"))
+    if not ok:
+        raise Fail("%s did not run the SeaBIOS of %s" % (vm.name, rom))
+
+
+def series_bytes(vm, side):
+    """Fail unless the series' vm moved mtty0's MIG_DATA_SIZE bytes."""
+    info = vm.cmd("query-migrate")
+    detail("%s (series): vfio %s" % (side, json.dumps(info.get("vfio"))))
+    devs = {d.get("id"): d for d in vfio_devices(info)}
+    if (devs.get("mtty0") or {}).get("transferred") != MTTY2_DATA_SIZE:
+        raise Fail("%s: mtty0 moved %s bytes, want %d" %
+                   (side, (devs.get("mtty0") or {}).get("transferred"),
+                    MTTY2_DATA_SIZE))
+
+
+def upgrade(sc, caps):
+    """bookworm + series -> trixie, with vfio-pci's defaults on both sides,
+    the same command line as libvirt would give them."""
+    tq = trixie_peer()
+    m_src, m_dst = sc.mdev(), sc.mdev()
+    src = sc.vm("src", m_src.device("mtty0", None), machine=CROSS_MACHINE)
+    dst = sc.vm("dst", m_dst.device("mtty0", None) + ["-incoming", "defer"],
+                **tq)
+    trixie_only(dst)
+    base, base1 = uart_program(src)
+    migrate(sc, src, dst, caps)
+    series_bytes(src, "source")
+    uart_check(dst, base, base1)
+    # What the VM may do next on 10.0 (see above)
+    detail("destination (10.0) blocked-reasons: %s" % "; ".join(
+        dst.cmd("query-migrate").get("blocked-reasons") or ["(none)"]))
+
+
+def defaults_refuse(sc, m, tq, dma_logging):
+    """Fail unless 10.0, with vfio-pci's defaults, refuses to migrate mdev
+    m as measured (see above)."""
+    vm = sc.vm("defaults", m.device("mtty0", None), **tq)
+    trixie_only(vm)
+    port = sc.next_port()
+    uri = "tcp:127.0.0.1:%d" % port
+    if not dma_logging:
+        try:
+            vm.cmd("migrate", uri=uri)
+        except QMPError as e:
+            detail("10.0's defaults: migrate refused: %s" % e)
+            if "dirty tracking" not in str(e):
+                raise Fail("10.0 refused for another reason: %s" % e)
+            sc.drop(vm)
+            return
+        raise Fail("10.0 under its defaults accepted the migration")
+    # 10.0 fails in its setup, before a destination could answer: a socket
+    # that takes the connection stands in for one.
+    sink = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sink.bind(("127.0.0.1", port))
+        sink.listen(1)
+        vm.cmd("migrate", uri=uri)
+        info = poll("the migration to end", lambda: final_status(vm),
+                    T_MIGRATE)
+    finally:
+        sink.close()
+    detail("10.0's defaults: %s" % migration_error(info))
+    if info["status"] != "failed" or \
+       "Operation not supported" not in info.get("error-desc", ""):
+        raise Fail("10.0 under its defaults: %s, want failed with "
+                   "EOPNOTSUPP" % migration_error(info))
+    vm.wait_status("running")
+    sc.drop(vm)
+
+
+def way_back(sc, caps, dma_logging):
+    """trixie -> bookworm + series, 10.0 started with the options it needs
+    to migrate mtty here.  Without capabilities, check first that 10.0's
+    defaults refuse (they refuse the same with them)."""
+    tq = trixie_peer()
+    m_src = sc.mdev()
+    if not caps:
+        defaults_refuse(sc, m_src, tq, dma_logging)
+    extra = ",x-device-dirty-page-tracking=off" if dma_logging else ""
+    src = sc.vm("src", m_src.device("mtty0", "on", extra), **tq)
+    trixie_only(src)
+    dst = sc.vm("dst", sc.mdev().device("mtty0", None) +
+                ["-incoming", "defer"], machine=CROSS_MACHINE)
+    base, base1 = uart_program(src)
+    firmware_from(src, TRIXIE_FIRMWARE + "/bios-256k.bin")
+    migrate(sc, src, dst, caps)
+    series_bytes(dst, "destination")
+    uart_check(dst, base, base1)
+
+
+RP_ACK = ("return-path", "switchover-ack")
+
+
+@scenario("trixie-upgrade")
+def s_trixie_upgrade(sc):
+    upgrade(sc, ())
+
+
+@scenario("trixie-upgrade-switchover-ack")
+def s_trixie_upgrade_ack(sc):
+    upgrade(sc, RP_ACK)
+
+
+@scenario("trixie-way-back")
+def s_trixie_back(sc):
+    way_back(sc, (), dma_logging=True)
+
+
+@scenario("trixie-way-back-switchover-ack")
+def s_trixie_back_ack(sc):
+    way_back(sc, RP_ACK, dma_logging=True)
+
+
+@scenario("trixie-upgrade-nolog", module=MTTY_NOLOG)
+def s_trixie_upgrade_nolog(sc):
+    upgrade(sc, ())
+
+
+@scenario("trixie-upgrade-nolog-switchover-ack", module=MTTY_NOLOG)
+def s_trixie_upgrade_nolog_ack(sc):
+    upgrade(sc, RP_ACK)
+
+
+@scenario("trixie-way-back-nolog", module=MTTY_NOLOG)
+def s_trixie_back_nolog(sc):
+    way_back(sc, (), dma_logging=False)
+
+
+@scenario("trixie-way-back-nolog-switchover-ack", module=MTTY_NOLOG)
+def s_trixie_back_nolog_ack(sc):
+    way_back(sc, RP_ACK, dma_logging=False)
+
+
 @scenario("mtty-cancel-precopy-retry-same")
 def s_cancel_precopy_same(sc):
     cancel_precopy(sc, same_mdev=True)
@@ -906,6 +1123,8 @@ def main():
             result = "PASS %s" % name
         except Fail as e:
             result = "FAIL %s: %s" % (name, e)
+        except Skip as e:
+            result = "SKIP %s: %s" % (name, e)
         except (QMPError, OSError, ValueError, KeyError) as e:
             result = "FAIL %s: %s: %s" % (name, type(e).__name__, e)
         finally:

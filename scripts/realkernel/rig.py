@@ -3,7 +3,8 @@
 #
 # L0 side of the real-kernel suite: build the L1 initramfs (busybox, the
 # VFIO modules with their dependencies, both mtty.ko, the series' QEMU,
-# Debian's QEMU, a trimmed python3 and l1.py), boot Debian's kernel on it
+# Debian's QEMU, trixie's QEMU 10.0 under /trixie with its own libraries,
+# a trimmed python3 and l1.py), boot Debian's kernel on it
 # with the series' QEMU under TCG, and relay the scenario results that l1.py
 # prints on the guest's second serial port.
 #
@@ -167,6 +168,33 @@ poweroff -f
 """
 
 
+def add_trixie(c, a):
+    """trixie's QEMU under /trixie: the binary, trixie's ld.so and every
+    library that ld.so resolves for it (setup.sh checked that they all lie
+    in the tree), and trixie's SeaBIOS.  Or /trixie/MISSING, the reason
+    setup.sh could not have it, which l1.py reports as a skip."""
+    tree = a.get("TRIXIE")
+    if not tree:
+        c.file("/trixie/MISSING", (a.get("TRIXIE_MISSING") or
+                                   "setup.sh did not fetch trixie").encode())
+        return
+    libdir = os.path.join(tree, "usr/lib/x86_64-linux-gnu")
+    ld = os.path.join(libdir, "ld-linux-x86-64.so.2")
+    binary = os.path.join(tree, "usr/bin/qemu-system-x86_64")
+    r = subprocess.run([ld, "--library-path", libdir, "--list", binary],
+                       stdout=subprocess.PIPE, universal_newlines=True,
+                       check=True)
+    for lib in [ld] + re.findall(r"=> (/\S+)", r.stdout):
+        if not lib.startswith(libdir + "/"):
+            die("trixie's QEMU loads %s, not a library of trixie's" % lib)
+        c.copy(os.path.realpath(lib),
+               "/trixie/usr/lib/x86_64-linux-gnu/" + os.path.basename(lib),
+               0o755)
+    c.copy(binary, "/trixie/usr/bin/qemu-system-x86_64", 0o755)
+    c.copy(os.path.join(tree, "usr/share/seabios/bios-256k.bin"),
+           "/trixie/usr/share/seabios/bios-256k.bin", 0o644)
+
+
 def build_initramfs(path, a, qemu):
     c = Cpio(path + ".tmp")
     for d in ("proc", "sys", "dev", "tmp", "bin", "usr/bin", "lib64"):
@@ -211,6 +239,8 @@ def build_initramfs(path, a, qemu):
                        0o755)
             else:
                 libs.add(lib)
+
+    add_trixie(c, a)
 
     # python3 and the stdlib modules that l1.py loads.
     c.copy(PYTHON, "/usr/bin/python3", 0o755)
@@ -278,6 +308,11 @@ def main():
                   os.path.abspath(__file__)):
             file_digest(h, p)
         h.update(a["KREL"].encode() + a["DEBQEMU"].encode())
+        # trixie's tree: its path and the packages unpacked there
+        if a.get("TRIXIE"):
+            file_digest(h, os.path.join(a["TRIXIE"], ".unpacked"))
+        h.update(("%s|%s" % (a.get("TRIXIE"), a.get("TRIXIE_MISSING")))
+                 .encode())
         return h.hexdigest()[:16]
     initrd = os.path.join(cache, "initramfs.cpio")
     stamp = initrd + ".key"
