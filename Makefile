@@ -6,6 +6,8 @@
 #   make check-libvirt  the series through libvirt (virsh migrate, save, ...)
 #   make check-realkernel  Linux's mtty driver on Debian's 6.12, nested guest
 #   make check-ab       guests without a VFIO device: the series against 7.2
+#   make deb            Debian's qemu with the series: x86 .debs in build/deb
+#   make check-deb      install those .debs in a clean bookworm root, check them
 #
 # Developer loop: make tree, edit and commit in build/qemu, make export,
 # make check, commit patches/.
@@ -13,12 +15,12 @@
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all deps base tree build export series-status check check-libvirt check-realkernel check-ab demo bench clean help
+.PHONY: all deps base tree build export series-status check check-libvirt check-realkernel check-ab demo bench clean help deb check-deb
 
 all: build
 
 help:
-	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	@$(S)/deps.sh
@@ -57,6 +59,21 @@ check-realkernel: deps
 # (scripts/ab/run.sh).  AB_ARGS: e.g. --only idle-defaults,paused-file
 check-ab: deps
 	@$(S)/ab/run.sh $(AB_ARGS)
+
+# Debian's qemu source package (scripts/get-base.sh's) with the series in
+# debian/patches, built with dpkg-buildpackage -B for the x86 system
+# emulators into build/deb/*.deb (scripts/deb/build.sh).  Installs the
+# package's Build-Depends first.  DEB_ARGS: --cold (empty the deb ccache
+# first), --no-ccache
+deb:
+	@$(S)/deb/deps.sh
+	@$(S)/deb/build.sh $(DEB_ARGS)
+
+# build/deb/*.deb installed with apt in a clean bookworm root (mmdebstrap),
+# checked there in a chroot (scripts/deb/check.sh)
+check-deb:
+	@$(S)/deb/deps.sh --check
+	@$(S)/deb/check.sh $(CHECK_DEB_ARGS)
 
 demo: build
 	@python3 $(S)/demo.py $(DEMO_ARGS)
