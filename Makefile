@@ -64,13 +64,13 @@ check-ab: deps
 # debian/patches, built with dpkg-buildpackage -B for the x86 system
 # emulators into build/deb/*.deb (scripts/deb/build.sh).  Installs the
 # package's Build-Depends first.  DEB_ARGS: --cold (empty the deb ccache
-# first), --no-ccache
+# first), --no-ccache, --tree (prepare the source tree only)
 deb:
 	@$(S)/deb/deps.sh
 	@$(S)/deb/build.sh $(DEB_ARGS)
 
 # build/deb/*.deb installed with apt in a clean bookworm root (mmdebstrap),
-# checked there in a chroot (scripts/deb/check.sh)
+# checked there in a chroot (scripts/deb/check.sh).  CHECK_DEB_ARGS: --keep
 check-deb:
 	@$(S)/deb/deps.sh --check
 	@$(S)/deb/check.sh $(CHECK_DEB_ARGS)

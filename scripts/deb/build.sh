@@ -2,7 +2,7 @@
 # make deb: Debian's qemu source package with the series, built into the
 # binary packages an x86 host needs, in build/deb/.
 #
-#   build.sh [--cold] [--no-ccache]
+#   build.sh [--cold] [--no-ccache] [--tree]
 #
 # Steps:
 #  1. unpack the cached .dsc of Debian's qemu (scripts/get-base.sh fetched
@@ -23,7 +23,8 @@
 # ccache: Debian's compiler symlinks (/usr/lib/ccache) first in PATH, with
 # its own cache in $CACHE/ccache-deb; --cold empties that cache first,
 # --no-ccache builds without it.  The build's time is printed and appended
-# to build/deb/times.log.
+# to build/deb/times.log.  --tree stops after step 3, with the prepared
+# source tree in build/deb/work.
 set -euo pipefail
 . "$(dirname "$0")/../common.sh"
 
@@ -44,11 +45,13 @@ CCACHE_DEB=$CACHE/ccache-deb
 
 cold=
 use_ccache=1
+tree_only=
 for a in "$@"; do
     case "$a" in
     --cold) cold=1 ;;
     --no-ccache) use_ccache= ;;
-    *) die "unknown option $a (build.sh [--cold] [--no-ccache])" ;;
+    --tree) tree_only=1 ;;
+    *) die "unknown option $a (build.sh [--cold] [--no-ccache] [--tree])" ;;
     esac
 done
 
@@ -58,8 +61,10 @@ dsc=$(ls "$CACHE"/debian/qemu_7.2*.dsc 2>/dev/null | sort -V | tail -n 1 || true
 [ -n "$dsc" ] || die "no qemu .dsc in $CACHE/debian (scripts/get-base.sh)"
 debver=$(sed -n 's/^Version: //p' "$dsc" | head -n 1)
 newver=$debver$LOCAL_SUFFIX
-dpkg --compare-versions "$newver" gt "$debver" ||
-    die "$newver does not sort above $debver"
+# Above Debian's version and its binNMUs (bookworm's amd64 packages are
+# 1:7.2+dfsg-7+deb12u18+b3), below Debian's next update.
+dpkg --compare-versions "$newver" gt "$debver+b99" ||
+    die "$newver does not sort above $debver and its binNMUs"
 upver=${debver#*:}; upver=${upver%-*}
 src=$WORK/qemu-$upver
 
@@ -84,12 +89,15 @@ series=("$PATCHES"/*.patch)
         sed 's|^|vfio-v2/|'
 } >> debian/patches/series
 note "applying the series with quilt after Debian's $n_debian patches (${#series[@]} patches, no fuzz)"
-if ! quilt push -a -q --fuzz=0 > "$DEBDIR/quilt.log" 2>&1; then
-    failed=$(quilt next 2>/dev/null || true)
+if ! quilt push -a --fuzz=0 > "$DEBDIR/quilt.log" 2>&1; then
+    failed=$(basename "$(quilt next 2>/dev/null || echo unknown)")
     tail -n 20 "$DEBDIR/quilt.log" >&2
-    die "patch ${failed#vfio-v2/} does not apply in Debian's tree (log: build/deb/quilt.log); the series was not changed, stopping"
+    die "patch patches/$failed does not apply in Debian's tree (log: build/deb/quilt.log); the series was not changed, stopping"
 fi
-grep -h -E '^Hunk .*(offset|fuzz)' "$DEBDIR/quilt.log" | sed 's/^/    /' >&2 || true
+# Hunks that applied at an offset (fuzz is refused), for the record.
+offsets=$(grep -c -E '^Hunk .*offset' "$DEBDIR/quilt.log" || true)
+[ "$offsets" -eq 0 ] ||
+    note "$offsets hunks applied at an offset (build/deb/quilt.log)"
 [ "$(quilt applied | wc -l)" -eq $((n_debian + ${#series[@]})) ] ||
     die "quilt applied $(quilt applied | wc -l) patches, expected $((n_debian + ${#series[@]}))"
 
@@ -159,6 +167,11 @@ EOF
     cat debian/qemu-system-x86.NEWS
 } > debian/qemu-system-x86.NEWS.new
 mv debian/qemu-system-x86.NEWS.new debian/qemu-system-x86.NEWS
+
+if [ -n "$tree_only" ]; then
+    echo "deb: source tree with the series prepared in ${src#"$TOP"/}"
+    exit 0
+fi
 
 # 4. The build.
 mapfile -t all_arch < <(dh_listpackages -a 2>/dev/null)
