@@ -9,7 +9,8 @@
 # unpacked anew into build/deb/root for every run.  In it, apt installs
 # every .deb of build/deb (`apt-get install ./x.deb`; what they depend on
 # comes from Debian, qemu-system-data and the firmware packages among it),
-# then the checks run inside it with chroot.  Ends with
+# then the checks run inside it with chroot, and the real-kernel suite runs
+# with the installed QEMU (rig.py --l2-root).  Ends with
 # "N passed, N failed, N skipped" and exits non-zero on a failure.
 # --keep leaves build/deb/root in place (it is removed otherwise);
 # --prepare only makes the cached root.
@@ -34,11 +35,13 @@ done
 [ "$(id -u)" -eq 0 ] || die "make check-deb runs as root (mmdebstrap, chroot)"
 shopt -s nullglob
 
+start=$SECONDS
 passed=0 failed=0 skipped=0
 ok() { echo "PASS: $*"; passed=$((passed + 1)); }
 bad() { echo "FAIL: $*"; failed=$((failed + 1)); }
 skip() { echo "SKIP: $*"; skipped=$((skipped + 1)); }
 summary() {
+    echo "check-deb: $((SECONDS - start)) s"
     echo "$passed passed, $failed failed, $skipped skipped"
     [ "$failed" -eq 0 ]
 }
@@ -221,8 +224,35 @@ else
     bad "NEWS.Debian of qemu-system-x86 does not start with $ver: $news"
 fi
 
-# Not here: a guest run with the package's binary (the real-kernel suite
-# with it is a later step).
-skip "guest boot and migration with the package's binary (a later step: the real-kernel suite)"
+# 4. The real-kernel suite (scripts/realkernel) with the package's QEMU,
+# run with the root's ld.so, libraries, TCG module and SeaBIOS, as L1 and as
+# the L2 QEMU of every mtty scenario.  Its counts are added to ours.
+note "the real-kernel suite with the package's qemu-system-x86_64 as L1 and L2"
+rk=$TOP/scripts/realkernel
+rc=0
+"$rk/setup.sh" 2> "$DEBDIR/check-realkernel-setup.log" || rc=$?
+if [ $rc -eq 2 ]; then
+    skip "real-kernel suite: $(tail -n 1 "$DEBDIR/check-realkernel-setup.log")"
+elif [ $rc -ne 0 ]; then
+    tail -n 20 "$DEBDIR/check-realkernel-setup.log" >&2
+    bad "real-kernel suite: setup.sh failed (log: build/deb/check-realkernel-setup.log)"
+else
+    counts=$(mktemp)
+    python3 -u "$rk/rig.py" "$CACHE/realkernel/assets.env" - "$counts" \
+        --l2-root "$ROOT" | tee "$DEBDIR/check-realkernel.log" || true
+    if [ -s "$counts" ]; then
+        read -r p f s < "$counts"
+        passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
+    else
+        bad "real-kernel suite: rig.py ended without counts"
+    fi
+    rm -f "$counts"
+    l2=$(sed -n 's/^     | L2 QEMU: //p' "$DEBDIR/check-realkernel.log")
+    if grep -qF "(Debian $ver)" <<<"$l2"; then
+        ok "the real-kernel suite ran the package's QEMU: $l2"
+    else
+        bad "the real-kernel suite did not run the package's QEMU (L2: ${l2:-unknown})"
+    fi
+fi
 
 summary

@@ -1110,6 +1110,11 @@ def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--only":
         only = [n if n.startswith("realkernel/") else "realkernel/" + n
                 for n in sys.argv[2].split(",")]
+    # Which QEMU the scenarios run (the series' build, or make check-deb's
+    # package): rig.py relays this line and check-deb looks for it.
+    r = subprocess.run([QEMU, "--version"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, universal_newlines=True)
+    out("     | L2 QEMU: " + (r.stdout.splitlines() or ["(no output)"])[0])
     for name, fn, module in SCENARIOS:
         if only and name not in only:
             continue

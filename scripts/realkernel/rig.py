@@ -8,7 +8,12 @@
 # with the series' QEMU under TCG, and relay the scenario results that l1.py
 # prints on the guest's second serial port.
 #
-# usage: rig.py ASSETS_ENV QEMU COUNTS_FILE [--only NAME,...]
+# usage: rig.py ASSETS_ENV QEMU COUNTS_FILE [--only NAME,...] [--l2-root ROOT]
+#
+# --l2-root ROOT (make check-deb): the QEMU installed in the Debian root ROOT
+# replaces the series' build, as L1 and as L2 (/usr/bin/qemu-system-x86_64
+# in L1 is then a wrapper that runs it with ROOT's ld.so, libraries, TCG
+# module and SeaBIOS, copied under /pkg); QEMU is ignored.
 #
 # Prints the scenario lines ("PASS name", "FAIL name: why", "SKIP name:
 # why", detail lines) and writes "passed failed skipped" to COUNTS_FILE.
@@ -168,34 +173,69 @@ poweroff -f
 """
 
 
+def add_tree_qemu(c, tree, prefix, modules=()):
+    """The QEMU of an unpacked or installed Debian tree under prefix: its
+    binary, the tree's ld.so and every library that ld.so resolves for it
+    and for the named modules (each must lie in the tree: nothing of the
+    host's), the modules, and the tree's SeaBIOS."""
+    libdir = os.path.join(tree, "usr/lib/x86_64-linux-gnu")
+    ld = os.path.join(libdir, "ld-linux-x86-64.so.2")
+    binary = os.path.join(tree, "usr/bin/qemu-system-x86_64")
+    objs = [binary] + [os.path.join(libdir, "qemu", m) for m in modules]
+    libs = {ld}
+    for obj in objs:
+        r = subprocess.run([ld, "--library-path", libdir, "--list", obj],
+                           stdout=subprocess.PIPE, universal_newlines=True,
+                           check=True)
+        libs.update(re.findall(r"=> (/\S+)", r.stdout))
+    for lib in sorted(libs):
+        if not lib.startswith(libdir + "/"):
+            die("%s's QEMU loads %s, not a library of that tree" % (tree, lib))
+        c.copy(os.path.realpath(lib),
+               prefix + "/usr/lib/x86_64-linux-gnu/" + os.path.basename(lib),
+               0o755)
+    c.copy(binary, prefix + "/usr/bin/qemu-system-x86_64", 0o755)
+    for m in modules:
+        c.copy(os.path.join(libdir, "qemu", m),
+               prefix + "/usr/lib/x86_64-linux-gnu/qemu/" + m, 0o755)
+    c.copy(os.path.join(tree, "usr/share/seabios/bios-256k.bin"),
+           prefix + "/usr/share/seabios/bios-256k.bin", 0o644)
+
+
 def add_trixie(c, a):
-    """trixie's QEMU under /trixie: the binary, trixie's ld.so and every
-    library that ld.so resolves for it (setup.sh checked that they all lie
-    in the tree), and trixie's SeaBIOS.  Or /trixie/MISSING, the reason
-    setup.sh could not have it, which l1.py reports as a skip."""
+    """trixie's QEMU under /trixie (setup.sh checked that its libraries
+    all lie in the tree), or /trixie/MISSING, the reason setup.sh could
+    not have it, which l1.py reports as a skip."""
     tree = a.get("TRIXIE")
     if not tree:
         c.file("/trixie/MISSING", (a.get("TRIXIE_MISSING") or
                                    "setup.sh did not fetch trixie").encode())
         return
-    libdir = os.path.join(tree, "usr/lib/x86_64-linux-gnu")
-    ld = os.path.join(libdir, "ld-linux-x86-64.so.2")
-    binary = os.path.join(tree, "usr/bin/qemu-system-x86_64")
-    r = subprocess.run([ld, "--library-path", libdir, "--list", binary],
-                       stdout=subprocess.PIPE, universal_newlines=True,
-                       check=True)
-    for lib in [ld] + re.findall(r"=> (/\S+)", r.stdout):
-        if not lib.startswith(libdir + "/"):
-            die("trixie's QEMU loads %s, not a library of trixie's" % lib)
-        c.copy(os.path.realpath(lib),
-               "/trixie/usr/lib/x86_64-linux-gnu/" + os.path.basename(lib),
-               0o755)
-    c.copy(binary, "/trixie/usr/bin/qemu-system-x86_64", 0o755)
-    c.copy(os.path.join(tree, "usr/share/seabios/bios-256k.bin"),
-           "/trixie/usr/share/seabios/bios-256k.bin", 0o644)
+    add_tree_qemu(c, tree, "/trixie")
 
 
-def build_initramfs(path, a, qemu):
+# make check-deb: the L2 QEMU is the package's, installed in a clean root,
+# run with that root's ld.so, libraries, TCG module and SeaBIOS.
+PKG = "/pkg"
+PKG_WRAPPER = """#!/bin/sh
+# The package's QEMU from make check-deb's root, with the root's libraries
+export QEMU_MODULE_DIR=%(p)s/usr/lib/x86_64-linux-gnu/qemu
+exec %(p)s/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 \\
+    --library-path %(p)s/usr/lib/x86_64-linux-gnu \\
+    %(p)s/usr/bin/qemu-system-x86_64 "$@"
+""" % {"p": PKG}
+PKG_MODULES = ("accel-tcg-x86_64.so",)
+
+
+def tree_qemu(root):
+    """How to run the QEMU of root on this host: (command, environment)."""
+    libdir = os.path.join(root, "usr/lib/x86_64-linux-gnu")
+    return ([os.path.join(libdir, "ld-linux-x86-64.so.2"), "--library-path",
+             libdir, os.path.join(root, "usr/bin/qemu-system-x86_64")],
+            dict(os.environ, QEMU_MODULE_DIR=os.path.join(libdir, "qemu")))
+
+
+def build_initramfs(path, a, qemu, root=None):
     c = Cpio(path + ".tmp")
     for d in ("proc", "sys", "dev", "tmp", "bin", "usr/bin", "lib64"):
         c.dir(d)
@@ -212,14 +252,20 @@ def build_initramfs(path, a, qemu):
     c.copy(os.path.join(HERE, "l1.py"), "/rk/l1.py")
 
     libs = set()
-    # The series' QEMU, without its debug info: the guest needs none of it
-    # and the kernel unpacks every byte under TCG.
-    stripped = path + ".qemu"
-    subprocess.run(["strip", "--strip-debug", "-o", stripped, qemu], check=True)
-    c.copy(stripped, "/usr/bin/qemu-system-x86_64", 0o755)
-    os.unlink(stripped)
-    libs.update(ldd(qemu))
-    c.copy(SEABIOS, SEABIOS)
+    if root:
+        add_tree_qemu(c, root, PKG, PKG_MODULES)
+        c.file("/usr/bin/qemu-system-x86_64", PKG_WRAPPER.encode(), 0o755)
+        c.copy(os.path.join(root, SEABIOS.lstrip("/")), SEABIOS)
+    else:
+        # The series' QEMU, without its debug info: the guest needs none
+        # of it and the kernel unpacks every byte under TCG.
+        stripped = path + ".qemu"
+        subprocess.run(["strip", "--strip-debug", "-o", stripped, qemu],
+                       check=True)
+        c.copy(stripped, "/usr/bin/qemu-system-x86_64", 0o755)
+        os.unlink(stripped)
+        libs.update(ldd(qemu))
+        c.copy(SEABIOS, SEABIOS)
 
     # Debian's QEMU 7.2 from its unpacked package; the libraries this host
     # lacks come from the unpacked lib* packages beside it.
@@ -282,7 +328,15 @@ def file_digest(h, path):
 
 def main():
     env_file, qemu, counts_file = sys.argv[1:4]
-    only = sys.argv[5] if len(sys.argv) == 6 and sys.argv[4] == "--only" else None
+    opts = dict(zip(sys.argv[4::2], sys.argv[5::2]))
+    if len(sys.argv) % 2 or set(opts) - {"--only", "--l2-root"}:
+        die("usage: rig.py ASSETS_ENV QEMU COUNTS_FILE [--only NAME,...] "
+            "[--l2-root ROOT]")
+    only = opts.get("--only")
+    root = opts.get("--l2-root")
+    if root:
+        root = os.path.abspath(root)
+        qemu = os.path.join(root, "usr/bin/qemu-system-x86_64")
     if only:
         only = ",".join(n if n.startswith("realkernel/") else "realkernel/" + n
                         for n in only.split(","))
@@ -307,14 +361,16 @@ def main():
                   a["BUSYBOX"], os.path.join(HERE, "l1.py"),
                   os.path.abspath(__file__)):
             file_digest(h, p)
-        h.update(a["KREL"].encode() + a["DEBQEMU"].encode())
+        h.update(a["KREL"].encode() + a["DEBQEMU"].encode() +
+                 (root or "").encode())
         # trixie's tree: its path and the packages unpacked there
         if a.get("TRIXIE"):
             file_digest(h, os.path.join(a["TRIXIE"], ".unpacked"))
         h.update(("%s|%s" % (a.get("TRIXIE"), a.get("TRIXIE_MISSING")))
                  .encode())
         return h.hexdigest()[:16]
-    initrd = os.path.join(cache, "initramfs.cpio")
+    initrd = os.path.join(cache, "initramfs-pkg.cpio" if root
+                          else "initramfs.cpio")
     stamp = initrd + ".key"
     t0 = time.monotonic()
     k = key()
@@ -323,7 +379,7 @@ def main():
         if os.path.exists(initrd) and os.path.exists(stamp) and \
            open(stamp).read() == k:
             break
-        mods = build_initramfs(initrd, a, qemu)
+        mods = build_initramfs(initrd, a, qemu, root)
         k, built = key(), k
         if k != built:
             continue
@@ -350,11 +406,19 @@ def main():
     # One TCG thread for both vCPUs: with thread=multi, the kernel's
     # text patching (int3 on one vCPU while another runs the code) now and
     # then panicked L1 at boot ("Oops: int3" in sched_clock_cpu).
-    cmd = [qemu, "-machine", "q35", "-accel", "tcg,thread=single",
+    # L1 runs on the same QEMU as L2: the series' build, or the package.
+    if root:
+        l1_qemu, l1_env = tree_qemu(root)
+        firmware = [os.path.join(root, "usr/share/seabios"),
+                    os.path.join(root, "usr/share/qemu")]
+    else:
+        l1_qemu, l1_env = [qemu], None
+        firmware = [os.path.dirname(SEABIOS), "/usr/share/qemu"]
+    cmd = l1_qemu + ["-machine", "q35", "-accel", "tcg,thread=single",
            "-cpu", "max", "-smp", "2", "-m", "2048", "-nodefaults",
            "-display", "none", "-no-reboot",
            # -L replaces the default search path: name both directories.
-           "-L", os.path.dirname(SEABIOS), "-L", "/usr/share/qemu",
+           "-L", firmware[0], "-L", firmware[1],
            "-kernel", a["VMLINUZ"], "-initrd", initrd, "-append", append,
            "-chardev", "file,id=con,path=" + console,
            "-chardev", "file,id=res,path=" + results,
@@ -362,7 +426,8 @@ def main():
     t0 = time.monotonic()
     l1 = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                           stdout=open(os.path.join(logdir, "l1-qemu.log"), "w"),
-                          stderr=subprocess.STDOUT, start_new_session=True)
+                          stderr=subprocess.STDOUT, start_new_session=True,
+                          env=l1_env)
 
     def kill_l1(*_):
         if l1.poll() is None:
