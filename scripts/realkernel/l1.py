@@ -1052,6 +1052,214 @@ def s_cancel_psw_same(sc):
                       same_mdev=True)
 
 
+# Faults: a destination killed (SIGKILL) at each phase, a file that
+# cannot take the stream, a source killed mid-stream.  The promise: the
+# source ends 'failed' and runs on with its device running and its
+# registers intact, and the same mdevs serve a new migration.  Last, as
+# they reuse mdevs that a killed QEMU held.
+
+def uart_intact(vm, base, base1):
+    """Fail unless vm's mtty0 still holds uart_program()'s registers and
+    has data in its FIFO (not read: the retry must carry it)."""
+    got = {k: inb(vm, p) for k, p in uart_regs(base, base1).items()}
+    if got != UART_WANT or not inb(vm, base + UART_LSR) & UART_LSR_DR:
+        raise Fail("source registers changed: want %r, got %r" %
+                   (UART_WANT, got))
+
+
+# A failed migration's query-migrate has no VFIO section: the source's
+# device state comes from its trace instead.
+STATE_TRACE = ["-trace", "vfio_migration_set_state", "-trace",
+               "migrate_set_state"]
+
+
+def traced_device_state(vm, uuid):
+    """The state that vm's last transition of the mdev uuid went to."""
+    state = None
+    with open(vm.log_path) as f:
+        for line in f:
+            m = re.search(r"vfio_migration_set_state\s+\(([^)]*)\) \S+ -> "
+                          r"(\S+),", line)
+            if m and m.group(1) == uuid:
+                state = m.group(2)
+    return state
+
+
+def kill9(vm):
+    vm.proc.kill()
+    vm.proc.wait()
+    log("%s killed" % vm.name)
+
+
+def source_survives(src, m_src, fault):
+    """After fault: the migration failed naming why, the source runs, its
+    device is back in running with its registers; returns the error."""
+    try:
+        info = poll("the migration to end", lambda: final_status(src),
+                    T_MIGRATE)
+    except Fail as e:
+        raise Fail("%s: status %s, run state %s; source log: %s" %
+                   (e, src.cmd("query-migrate").get("status"), src.status(),
+                    src.log_tail(6)))
+    if info["status"] != "failed":
+        raise Fail("after %s: %s, want failed" %
+                   (fault, migration_error(info)))
+    try:
+        src.wait_status("running")
+    except Fail as e:
+        raise Fail("source after %s: %s" % (fault, e))
+    state = traced_device_state(src, m_src.uuid)
+    if state != "RUNNING":
+        raise Fail("source's mtty0 in %s after %s, not running" %
+                   (state, fault))
+    detail("%s: %s; source running, mtty0 %s" %
+           (fault, migration_error(info), state))
+    return info
+
+
+def retry_onto(sc, src, m_dst, base, base1, caps=()):
+    """Migrate src into a new QEMU on the mdev m_dst, and check that the
+    registers arrive."""
+    dst = sc.vm("dst2", m_dst.device("mtty0", "on") + ["-incoming", "defer"])
+    src.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 30})
+    try:
+        migrate(sc, src, dst, caps)
+        uart_check(dst, base, base1)
+    except Fail as e:
+        raise Fail("retry onto the same destination mdev: %s" % e)
+
+
+def kill_destination(sc, caps, reach, before=None, max_bandwidth=16 << 10):
+    m_src, m_dst = sc.mdev(), sc.mdev()
+    src, dst = start_pair(sc, m_src.device("mtty0", "on") + STATE_TRACE,
+                          m_dst.device("mtty0", "on"))
+    base, base1 = uart_program(src)
+    src.cmd("migrate-set-parameters", **{"max-bandwidth": max_bandwidth})
+    set_caps(src, caps)
+    set_caps(dst, caps)
+    uri = "tcp:127.0.0.1:%d" % sc.next_port()
+    dst.cmd("migrate-incoming", uri=uri)
+    if before:
+        before(dst)     # once it listens: the kernel accepts for it
+    src.cmd("migrate", uri=uri)
+    where = reach(src)
+    detail("at %s: source mtty0 %s" % (where, device_state(src, "mtty0")))
+    kill9(dst)
+    sc.drop(dst)
+    if "pre-switchover" in where:
+        try:
+            src.cmd("migrate-continue", state="pre-switchover")
+        except QMPError as e:
+            detail("migrate-continue: %s" % e)
+    source_survives(src, m_src, "destination killed at " + where)
+    uart_intact(src, base, base1)
+    set_caps(src, [c for c in caps if c == "pause-before-switchover"], False)
+    retry_onto(sc, src, m_dst, base, base1,
+               [c for c in caps if c != "pause-before-switchover"])
+
+
+def in_stop_copy(src):
+    # At pre-switchover the VM is stopped for the switchover: the device
+    # is in stop-copy, its stream not sent yet.
+    where = at_pre_switchover(src)
+    state = device_state(src, "mtty0")
+    if state != "stop-copy":
+        raise Fail("mtty0 in %s at pre-switchover, not stop-copy" % state)
+    return "stop-copy (" + where + ")"
+
+
+@scenario("mtty-kill-dst-stop-copy")
+def s_kill_dst_stop_copy(sc):
+    kill_destination(sc, ("pause-before-switchover",), in_stop_copy,
+                     max_bandwidth=1 << 30)
+
+
+@scenario("mtty-kill-dst-precopy")
+def s_kill_dst_precopy(sc):
+    kill_destination(sc, (), in_precopy)
+
+
+def waiting_for_ack(src):
+    """All of RAM sent and the device in pre-copy, the migration still
+    active: the source waits for the stopped destination's ack."""
+    def check():
+        info = src.cmd("query-migrate")
+        if info.get("status") in ("completed", "failed", "cancelled"):
+            raise Fail("migration ended (%s) before the ack wait" %
+                       migration_error(info))
+        ram = info.get("ram") or {}
+        # The firmware's timer keeps a page or two dirty: "all sent" is
+        # less than 1 MiB left after a few syncs.
+        return info.get("status") == "active" and \
+            ram.get("dirty-sync-count", 0) >= 3 and \
+            ram.get("remaining", 1 << 30) < (1 << 20) and \
+            device_state(src, "mtty0") == "pre-copy"
+    poll("the source to wait for the switchover ack", check, T_MIGRATE)
+    return "switchover-ack wait"
+
+
+@scenario("mtty-kill-dst-switchover-ack")
+def s_kill_dst_ack(sc):
+    # The destination is stopped (SIGSTOP) before the migration starts:
+    # its ack cannot come, and the source waits for it with all sent.
+    kill_destination(sc, ("return-path", "switchover-ack"), waiting_for_ack,
+                     before=lambda dst: os.kill(dst.proc.pid, signal.SIGSTOP),
+                     max_bandwidth=1 << 30)
+
+
+@scenario("mtty-file-fs-full")
+def s_fs_full(sc):
+    # A migration to a file on a file system too small for the stream
+    # (64 MiB of RAM, mostly zero pages, still needs more than 64 KiB).
+    full = "/tmp/full"
+    os.makedirs(full, exist_ok=True)
+    run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", full])
+    try:
+        m_src, m_dst = sc.mdev(), sc.mdev()
+        src = sc.vm("src", m_src.device("mtty0", "on") + STATE_TRACE)
+        base, base1 = uart_program(src)
+        src.cmd("migrate", uri="exec:cat > %s/state" % full)
+        source_survives(src, m_src, "a file on a full tmpfs")
+        uart_intact(src, base, base1)
+        st = os.statvfs(full)
+        detail("tmpfs: %d of %d KiB free" %
+               (st.f_bavail * st.f_frsize >> 10, st.f_blocks * st.f_frsize >> 10))
+        retry_onto(sc, src, m_dst, base, base1)
+    finally:
+        run(["umount", full])
+
+
+@scenario("mtty-kill-src-precopy")
+def s_kill_src(sc):
+    # The source dies mid-stream: the destination must end by itself with
+    # a message, and both mdevs serve a new pair of QEMUs.
+    m_src, m_dst = sc.mdev(), sc.mdev()
+    src, dst = start_pair(sc, m_src.device("mtty0", "on"),
+                          m_dst.device("mtty0", "on"))
+    src.cmd("migrate-set-parameters", **{"max-bandwidth": 16 << 10})
+    start_migration(sc, src, dst)
+    in_precopy(src)
+    kill9(src)
+    sc.drop(src)
+    poll("the destination to exit", lambda: dst.proc.poll() is not None,
+         T_MIGRATE)
+    with open(dst.log_path) as f:
+        msg = f.read().strip()
+    detail("destination exit %d: %s" % (dst.proc.returncode, dst.log_tail(2)))
+    if dst.proc.returncode == 0 or not msg:
+        raise Fail("destination exited %d without a message" %
+                   dst.proc.returncode)
+    sc.drop(dst)
+    src, dst = start_pair(sc, m_src.device("mtty0", "on"),
+                          m_dst.device("mtty0", "on"))
+    base, base1 = uart_program(src)
+    try:
+        migrate(sc, src, dst)
+        uart_check(dst, base, base1)
+    except Fail as e:
+        raise Fail("a new migration on the same mdevs: %s" % e)
+
+
 def run(cmd):
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        universal_newlines=True)
