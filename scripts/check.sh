@@ -25,14 +25,18 @@ finish() {
     local p f s
     read -r p f s < "$TALLY"
     echo
+    echo "make check: $((SECONDS / 60))m$((SECONDS % 60))s"
     echo "$p passed, $f failed, $s skipped"
     [ "$f" -eq 0 ]
     exit $?
 }
 
+# A section's heading, with the time spent so far (the cold run's budget)
+section() { note "$* (at $((SECONDS / 60))m$((SECONDS % 60))s)"; }
+
 "$TOP/scripts/materialize.sh" || { count fail; finish; }
 
-note "checkpatch on every patch of the series"
+section "checkpatch on every patch of the series"
 shopt -s nullglob
 for p in "$PATCHES"/*.patch; do
     if out=$("$TREE/scripts/checkpatch.pl" --no-signoff -q "$p" 2>&1); then
@@ -45,7 +49,7 @@ for p in "$PATCHES"/*.patch; do
     fi
 done
 
-note "full build"
+section "full build"
 if "$TOP/scripts/build.sh" > "$OBJ.log" 2>&1; then
     echo "PASS build (log: build/obj.log)"
     count pass
@@ -61,7 +65,7 @@ if [ ! -w /dev/kvm ]; then
     echo "note: /dev/kvm is not usable here: qtests run under TCG"
 fi
 
-note "the series' own qtests"
+section "the series' own qtests"
 series_tests=$(git -C "$TREE" diff --name-only --diff-filter=A base..HEAD -- 'tests/qtest/*-test.c')
 if [ -z "$series_tests" ]; then
     echo "(the series adds no qtest of its own yet)"
@@ -78,17 +82,17 @@ done
 
 # The base tree's whole migration-test: the series runs every migration
 # of every guest (SERIES_MIGRATION_ARGS: e.g. -p PATH)
-note "the base tree's migration-test, all of it"
+section "the base tree's migration-test, all of it"
 "$TOP/scripts/tap-run.py" "$TALLY" 1200 "$OBJ/tests/qtest/migration-test" \
     ${SERIES_MIGRATION_ARGS:-}
 
-note "real kernel: Linux's mtty on Debian's 6.12, in a nested guest (scripts/realkernel)"
+section "real kernel: Linux's mtty on Debian's 6.12, in a nested guest (scripts/realkernel)"
 "$TOP/scripts/realkernel/run.sh" --tally "$TALLY" || true
 
-note "A/B: guests without a VFIO device, the series against 7.2 (scripts/ab)"
+section "A/B: guests without a VFIO device, the series against 7.2 (scripts/ab)"
 "$TOP/scripts/ab/run.sh" --tally "$TALLY" || true
 
-note "libvirt: virsh between two libvirt daemons (scripts/libvirt)"
+section "libvirt: virsh between two libvirt daemons (scripts/libvirt)"
 "$TOP/scripts/libvirt/run.sh" --tally "$TALLY" || true
 
 finish
