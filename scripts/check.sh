@@ -86,6 +86,10 @@ section "the base tree's migration-test, all of it"
 "$TOP/scripts/tap-run.py" "$TALLY" 1200 "$OBJ/tests/qtest/migration-test" \
     ${SERIES_MIGRATION_ARGS:-}
 
+section "soak: one VM migrated back and forth, some migrations cancelled half-way (scripts/soak.py --quick)"
+python3 "$TOP/scripts/soak.py" --quick --binary "$OBJ/qemu-system-x86_64" \
+    --tally "$TALLY" || true
+
 section "real kernel: Linux's mtty on Debian's 6.12, in a nested guest (scripts/realkernel)"
 "$TOP/scripts/realkernel/run.sh" --tally "$TALLY" || true
 
