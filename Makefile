@@ -8,6 +8,9 @@
 #   make check-ab       guests without a VFIO device: the series against 7.2
 #   make deb            Debian's qemu with the series: x86 .debs in build/deb
 #   make check-deb      install those .debs in a clean bookworm root, check them
+#   make check-sanitizers  the series' qtests and migration-test, ASan+UBSan
+#   make fuzz           mutated streams into the destination's VFIO parser
+#   make soak           one VM migrated back and forth 200 times, cancels too
 #
 # Developer loop: make tree, edit and commit in build/qemu, make export,
 # make check, commit patches/.
@@ -15,12 +18,12 @@
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all deps base tree build export series-status check check-libvirt check-realkernel check-ab demo bench clean help deb check-deb
+.PHONY: all deps base tree build export series-status check check-libvirt check-realkernel check-ab demo bench clean help deb check-deb check-sanitizers fuzz soak
 
 all: build
 
 help:
-	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,17p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	@$(S)/deps.sh
@@ -75,6 +78,22 @@ check-deb:
 	@$(S)/deb/deps.sh --check
 	@$(S)/deb/check.sh $(CHECK_DEB_ARGS)
 
+# build/qemu with ASan and UBSan in build/obj-san, then the series' qtests
+# and migration-test on it; any sanitizer report fails, leaks at QEMU's
+# exit included (scripts/sanitizers/run.sh, reports in
+# build/sanitizers/logs/last).  SANITIZERS_ARGS: e.g. --only
+# /x86_64/vfio-migration/pre-copy, --timeout 1800, --build-only
+check-sanitizers: deps
+	@$(S)/sanitizers/run.sh $(SANITIZERS_ARGS)
+
+# Structure-aware fuzzing of the migration destination's VFIO section parser
+# (scripts/fuzz): seeds captured from the series, mutated, each played into a
+# fresh destination QEMU and checked against a model; about 5 minutes.
+# FUZZ_ARGS: e.g. --quick, --seconds 60, --seed 7, --self-test,
+# --binary build/obj-san/qemu-system-x86_64
+fuzz: build
+	@python3 $(S)/fuzz/fuzz.py $(FUZZ_ARGS)
+
 demo: build
 	@python3 $(S)/demo.py $(DEMO_ARGS)
 
@@ -85,6 +104,14 @@ bench: build build/rawsock
 build/rawsock: $(S)/rawsock.c
 	@mkdir -p build
 	$(CC) -O2 -Wall -Wextra -o $@ $<
+
+# One VM with vfio-sim-pci (pre-copy, dirty rate, DMA) migrated back and
+# forth between two local QEMUs, every 10th migration cancelled half-way
+# first; device state and guest RAM checked each time, fds, RSS and
+# address space bounded (scripts/soak.py).  SOAK_ARGS: e.g. --quick,
+# --count 1000, -v, --binary build/obj-san/qemu-system-x86_64
+soak: build
+	@python3 $(S)/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf build/obj build/obj.log build/rawsock

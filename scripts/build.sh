@@ -2,6 +2,10 @@
 # Configure (once) and build build/qemu into build/obj: x86_64-softmmu only,
 # with KVM, VFIO and the qtests, -Werror, ccache when present, and Debian's
 # firmware packages on the firmware path.
+#
+# SERIES_CONFIGURE_EXTRA: extra configure arguments, split on blanks and
+# appended last (scripts/sanitizers.sh: --enable-sanitizers into
+# build/obj-san).  Unset, the arguments and the config stamp are unchanged.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -28,6 +32,10 @@ fi
 if [ -x /usr/lib/ccache/gcc ] && [ -z "${NO_CCACHE:-}" ]; then
     CONFIG_ARGS+=(--cc=/usr/lib/ccache/gcc --cxx=/usr/lib/ccache/g++)
 fi
+if [ -n "${SERIES_CONFIGURE_EXTRA:-}" ]; then
+    # shellcheck disable=SC2206  # split on blanks on purpose
+    CONFIG_ARGS+=($SERIES_CONFIGURE_EXTRA)
+fi
 
 [ -x "$TREE/configure" ] || die "no QEMU tree in $TREE; run 'make tree' first"
 mkdir -p "$OBJ"
@@ -35,10 +43,10 @@ mkdir -p "$OBJ"
 want=$(printf '%s\n' "${CONFIG_ARGS[@]}" | sha256sum | cut -d' ' -f1)
 have=$(cat "$OBJ/.config-stamp" 2>/dev/null || true)
 if [ "$want" != "$have" ] || [ ! -f "$OBJ/build.ninja" ]; then
-    note "configuring build/obj"
+    note "configuring ${OBJ#"$TOP"/}"
     (cd "$OBJ" && "$TREE/configure" "${CONFIG_ARGS[@]}" > configure.log 2>&1) || {
         tail -n 30 "$OBJ/configure.log" >&2
-        die "configure failed; full log in build/obj/configure.log"
+        die "configure failed; full log in ${OBJ#"$TOP"/}/configure.log"
     }
     echo "$want" > "$OBJ/.config-stamp"
 fi

@@ -86,6 +86,10 @@ section "the base tree's migration-test, all of it"
 "$TOP/scripts/tap-run.py" "$TALLY" 1200 "$OBJ/tests/qtest/migration-test" \
     ${SERIES_MIGRATION_ARGS:-}
 
+section "fuzz: the destination's VFIO section parser, the fixed-seed quick slice (scripts/fuzz)"
+python3 "$TOP/scripts/fuzz/fuzz.py" --quick --no-save \
+    --binary "$OBJ/qemu-system-x86_64" --tally "$TALLY" || true
+
 section "soak: one VM migrated back and forth, some migrations cancelled half-way (scripts/soak.py --quick)"
 python3 "$TOP/scripts/soak.py" --quick --binary "$OBJ/qemu-system-x86_64" \
     --tally "$TALLY" || true
