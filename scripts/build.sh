@@ -4,7 +4,7 @@
 # firmware packages on the firmware path.
 #
 # SERIES_CONFIGURE_EXTRA: extra configure arguments, split on blanks and
-# appended last (scripts/sanitizers.sh: --enable-sanitizers into
+# appended last (scripts/sanitizers/run.sh: --enable-sanitizers into
 # build/obj-san).  Unset, the arguments and the config stamp are unchanged.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"

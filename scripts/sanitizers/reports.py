@@ -13,9 +13,10 @@
 # A report is an asan.* file (ASan and LSan, through log_path) with more in
 # it than the NOTICES below, or a UBSan report cut out of a stderr.* copy
 # (wrap.sh) into ubsan.*.
-# Frames in build/qemu are given relative to it, the first one blamed:
-# "base" (7.2, up to the tag base), "series" (a commit after it) or
-# "uncommitted".
+# Frames in build/qemu are given relative to it and blamed: "base 7.2"
+# (up to the tag base), "series SHA: subject" (a commit after it) or
+# "uncommitted" (git blame of the tree as it is now, which may differ from
+# the tree that was built).
 
 import os
 import re
@@ -132,7 +133,7 @@ def extract_from_stderr(d, files):
 class Blamer:
     def __init__(self, tree, obj):
         self.tree = os.path.realpath(tree)
-        self.obj = obj
+        self.obj = os.path.realpath(obj)
         self.cache = {}
 
     def rel(self, path):
@@ -151,7 +152,7 @@ class Blamer:
                             "-L", "%s,%s" % (line, line), "--", rel],
                            capture_output=True, text=True)
         if r.returncode != 0 or not r.stdout:
-            what = "blame failed"
+            what = "no blame"
         else:
             sha = r.stdout.split()[0]
             summary = next((l[8:] for l in r.stdout.splitlines()
@@ -162,14 +163,24 @@ class Blamer:
                                  "--is-ancestor", sha, "base"]).returncode == 0:
                 what = "base 7.2"
             else:
-                what = "series %s %s" % (sha[:12], summary)
+                what = "series %s: %s" % (sha[:12], summary)
         self.cache[key] = what
         return what
 
 
+def read_frames(lines, i):
+    frames = []
+    while i < len(lines) and FRAME.match(lines[i]):
+        m = FRAME.match(lines[i])
+        frames.append((m.group(2), (m.group(3) or "").strip()))
+        i += 1
+    return frames, i
+
+
 def parse_report(text):
-    """Findings of one report file: (headline lines, frames) each, frames
-    as (func, location) of the first stack."""
+    """Findings of one report file: (headline lines, frames, more) each,
+    frames as (func, location) of the first stack, more the other stacks
+    of an ASan error ("freed by thread T0 here:", ...) as (title, frames)."""
     findings = []
     lines = text.splitlines()
     i = 0
@@ -197,22 +208,25 @@ def parse_report(text):
                     or lines[i].startswith("SUMMARY:")):
                 break
             i += 1
-        frames = []
-        while i < len(lines) and FRAME.match(lines[i]):
-            m = FRAME.match(lines[i])
-            frames.append((m.group(2), (m.group(3) or "").strip()))
-            i += 1
-        findings.append((head, frames))
+        frames, i = read_frames(lines, i)
+        more = []
+        if ASAN_START.search(l):
+            while i < len(lines) and not lines[i].startswith("SUMMARY:"):
+                if lines[i].endswith(" here:"):
+                    title = lines[i]
+                    stack, i = read_frames(lines, i + 1)
+                    more.append((title, stack))
+                else:
+                    i += 1
+        findings.append((head, frames, more))
     if not findings and text.strip():
-        findings.append(([lines[0] if lines else "(empty)"], []))
+        findings.append(([lines[0] if lines else "(empty)"], [], []))
     return findings
 
 
 def show_frames(frames, blamer):
-    """Top frames, paths in build/qemu made relative; the first one in
-    build/qemu that is not a malloc wrapper blamed."""
+    """Top frames, paths in build/qemu made relative and blamed."""
     out = []
-    blamed = None
     for n, (func, loc) in enumerate(frames[:TOP_FRAMES]):
         m = LOC.match(loc)
         where = loc
@@ -224,20 +238,19 @@ def show_frames(frames, blamer):
             elif "libsanitizer" in m.group(1):
                 where = "(sanitizer runtime)"
         line = "#%d %s %s" % (n, func, where)
-        if rel and blamed is None and not func.startswith("g_"):
-            blamed = blamer.blame(rel, m.group(2))
-            line += "   <- " + blamed
+        if rel:
+            line += "   [%s]" % blamer.blame(rel, m.group(2))
         out.append(line)
     if len(frames) > TOP_FRAMES:
         out.append("... %d more frame(s)" % (len(frames) - TOP_FRAMES))
-    return out, blamed
+    return out
 
 
 def cmd_scan(run, tree, obj):
     if not wait_writers(run):
         print("note: a process still writes under %s; scanning anyway" % run)
     blamer = Blamer(tree, obj)
-    groups = {}     # signature -> [head, frames, [(test, file)]]
+    groups = {}     # signature -> [head, frames, more, [(test, file)]]
     order = []
     nfiles = 0
     for d, _, files in sorted(os.walk(run)):
@@ -254,23 +267,27 @@ def cmd_scan(run, tree, obj):
                 continue
             nfiles += 1
             test = os.path.relpath(d, run)
-            for head, frames in parse_report(text):
+            for head, frames, more in parse_report(text):
                 sig = (re.sub(r"\d+ (byte|object)", r"N \1",
                               re.sub(r"0x[0-9a-f]+", "ADDR", head[0])),
                        tuple(fr for fr in frames[:TOP_FRAMES]))
                 if sig not in groups:
-                    groups[sig] = [head, frames, []]
+                    groups[sig] = [head, frames, more, []]
                     order.append(sig)
-                groups[sig][2].append((test, os.path.relpath(path, run)))
+                groups[sig][3].append((test, os.path.relpath(path, run)))
     lines = []
     for n, sig in enumerate(order, 1):
-        head, frames, where = groups[sig]
+        head, frames, more, where = groups[sig]
         tests = sorted(set(t for t, _ in where))
         lines.append("finding %d: %s" % (n, head[0]))
         for h in head[1:]:
             lines.append("    " + h)
-        shown, _ = show_frames(frames, blamer)
+        shown = show_frames(frames, blamer)
         lines += ["    " + s for s in shown]
+        for title, stack in more:
+            lines.append("  " + title)
+            shown = show_frames(stack, blamer)
+            lines += ["    " + s for s in shown]
         lines.append("    in %d report(s), %d test(s): %s%s" % (
             len(where), len(tests), ", ".join(tests[:6]),
             " and %d more" % (len(tests) - 6) if len(tests) > 6 else ""))
@@ -282,7 +299,7 @@ def cmd_scan(run, tree, obj):
     with open(os.path.join(run, "findings.txt"), "w") as fh:
         fh.write("\n".join(lines) + "\n\nevery report, by finding:\n")
         for sig in order:
-            for _, f in groups[sig][2]:
+            for _, f in groups[sig][3]:
                 fh.write("%s\n" % f)
     print("%d report file(s), %d distinct finding(s)" % (nfiles, len(order)))
     for l in lines:

@@ -11,14 +11,15 @@
 #
 # usage: run.sh [--tally FILE] [--only PATH,...] [--timeout S] [--build-only]
 #   --tally FILE   add the counts to FILE ("passed failed skipped")
-#   --only LIST    only these test paths and what is under them
-#                  (e.g. /x86_64/vfio-migration/pre-copy,/x86_64/migration/bad_dest)
+#   --only LIST    only these test paths and what is under them, e.g.
+#                  /x86_64/vfio-migration/pre-copy,/x86_64/migration/bad_dest
 #   --timeout S    per test path (default 1200: ASan and UBSan under TCG)
 #   --build-only   build build/obj-san and stop
 #
 # Logs: build/obj-san.log (the build), build/sanitizers/logs/RUN/BINARY/
 # TEST/ (asan.EXE.PID, ubsan.EXE.PID, stderr.EXE.PID copies, tap.log;
-# BINARY/list/ for its -l run), RUN/findings.txt; build/sanitizers/logs/last points at the last RUN.
+# BINARY/list/ for its -l run), RUN/findings.txt; build/sanitizers/logs/last
+# points at the last RUN.
 
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -111,8 +112,9 @@ export QTEST_QEMU_BINARY=$bin/qemu-system-x86_64
 # log files named after the program; allocation stacks unwound without
 # frame pointers, which neither QEMU nor glib keeps (QEMU's CI does the
 # same for its ASan fuzzers).  UBSan: a stack per report, the process
-# dies.  With GCC the UBSAN_OPTIONS log_path is the one ASan and LSan use
-# (both runtimes share the report path, GCC PR 94328): keep it the same.
+# dies.  With GCC, libubsan hands its log_path to libasan's runtime, where
+# it replaces ASAN_OPTIONS' (and keeps writing its own reports to stderr,
+# GCC PR 94328: wrap.sh): the same path in both.
 san_env() {
     export SAN_LOG_DIR=$1
     export ASAN_OPTIONS="detect_leaks=1:log_path=$1/asan:log_exe_name=1:fast_unwind_on_malloc=0"
@@ -129,15 +131,17 @@ for t in $tests; do
         count fail
         continue
     fi
-    note "$t on the sanitizer build"
     # the listing run's reports count too
     mkdir -p "$run/$t/list"
     san_env "$run/$t/list"
     paths=$("$bin/$t" -l 2>> "$run/$t/list/list.err" |
             python3 "$HERE/reports.py" paths ${only:+--only "$only"})
-    if [ -z "$paths" ]; then
-        echo "SKIP $t: no test path${only:+ under $only}"
-        count skip
+    [ -n "$paths" ] && note "$t on the sanitizer build"
+    if [ -z "$paths" ] && [ -n "$only" ]; then
+        continue
+    elif [ -z "$paths" ]; then
+        echo "FAIL $t: -l lists no test (logs: ${run#"$TOP"/}/$t/list)"
+        count fail
         continue
     fi
     for p in $paths; do
@@ -145,6 +149,11 @@ for t in $tests; do
         san_env "$run/$t$p"
         "$TOP/scripts/tap-run.py" "$TALLY" "$timeout" "$bin/$t" -p "$p" |
             tee "$run/$t$p/tap.log"
+        # A crash leaves tap-run.py the binary's name only (glib prints
+        # the plan last under -p): say which test it was.
+        if grep -q "^FAIL $t:" "$run/$t$p/tap.log"; then
+            echo "     | that was $p (logs: ${run#"$TOP"/}/$t$p)"
+        fi
     done
 done
 
