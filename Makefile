@@ -18,7 +18,7 @@
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: all deps base tree build export series-status check check-libvirt check-realkernel check-ab demo bench clean help deb check-deb check-sanitizers fuzz soak
+.PHONY: all deps base base-build tree build export series-status check check-libvirt check-realkernel check-ab demo bench clean help deb check-deb check-sanitizers fuzz soak
 
 all: build
 
@@ -98,8 +98,13 @@ demo: build
 	@python3 $(S)/demo.py $(DEMO_ARGS)
 
 # BENCH_ARGS: e.g. --quick, --runs 5, --sizes 64M,1G, --transports unix
-bench: build build/rawsock
+bench: build base-build build/rawsock
 	@python3 $(S)/bench.py $(BENCH_ARGS)
+
+# QEMU 7.2 (the base tag, with the series' TCG dirty sync fix) in
+# build/obj-base, as make check-ab builds it: bench's RAM-only reference
+base-build: tree
+	@$(S)/ab/build-base.sh
 
 build/rawsock: $(S)/rawsock.c
 	@mkdir -p build

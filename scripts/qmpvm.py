@@ -74,7 +74,8 @@ def device_props(binary, device):
 class Vm:
     """One QEMU, its QMP monitor on a unix socket in WORKDIR."""
 
-    def __init__(self, name, binary, args, workdir, qmp_timeout=None):
+    def __init__(self, name, binary, args, workdir, qmp_timeout=None,
+                 pass_fds=()):
         self.name = name
         self.sock = os.path.join(workdir, name + ".qmp")
         self.logpath = os.path.join(workdir, name + ".log")
@@ -83,7 +84,8 @@ class Vm:
         cmd = [binary, "-nodefaults", "-display", "none",
                "-qmp", "unix:%s" % self.sock] + args
         self.proc = subprocess.Popen(cmd, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT,
+                                     pass_fds=pass_fds)
         try:
             self.qmp.accept(timeout=30)
         except Exception:

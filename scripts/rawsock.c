@@ -1,20 +1,30 @@
 /*
- * rawsock: the raw throughput of a loopback socket, the limit that
- * `make bench` compares QEMU's VFIO stop-copy throughput with.
+ * rawsock: how fast a plain program moves bytes over a transport, the
+ * limit that `make bench` compares QEMU's VFIO stop-copy throughput with.
  *
- *   rawsock tcp|unix BYTES [CHUNK]
+ *   rawsock TRANSPORT BYTES [CHUNK[,CHUNK...]] [PATH]
  *
- * A child process listens (tcp on 127.0.0.1, port of the kernel's choosing,
- * or a unix stream socket in a fresh temporary directory), accepts one
- * connection and reads BYTES into a CHUNK-sized buffer (default 1 MiB),
- * then answers one byte.  The parent connects, writes BYTES in CHUNK-sized
- * write()s of a non-zero pattern, and waits for that byte.  The clock runs
- * from the first write to the answer, so the figure is end to end: all the
- * bytes are in the receiver's buffer.  Default socket options on both ends,
- * as QEMU uses them.
+ * TRANSPORT is one of
+ *   tcp   a TCP connection on 127.0.0.1 (port of the kernel's choosing);
+ *   unix  a unix stream socket in a fresh temporary directory;
+ *   pipe  a pipe, as libvirt hands one to QEMU with fd: (default size);
+ *   exec  a pipe into `/bin/sh -c 'cat > PATH'`, as QEMU's exec: runs it.
+ * Sockets and pipes get the options that QEMU's migration code gives them
+ * when VFIO devices take part: TCP_NODELAY on both ends of a TCP
+ * connection, defaults otherwise.
  *
- * Prints one JSON object: {"transport", "bytes", "chunk", "seconds",
- * "bytes_per_second"}.  Exits non-zero on any error.
+ * For each CHUNK (default 32K,64K,256K,1M,4M; suffixes K and M), a
+ * receiver process reads BYTES in CHUNK-sized read()s (for exec: cat
+ * writes them to PATH), while this process writes BYTES of a non-zero
+ * pattern in CHUNK-sized write()s.  The clock runs from the first write
+ * until the receiver has exited after taking the last byte, so the
+ * figure is end to end.  The best chunk size depends on the transport
+ * and the machine's caches: the limit is the best of them, that of the
+ * best plain program, not of one guess.
+ *
+ * Prints one JSON object: {"transport", "bytes", "best_chunk",
+ * "seconds", "bytes_per_second", "trials": [{"chunk", "seconds",
+ * "bytes_per_second"}...]}.  Exits non-zero on any error.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -22,6 +32,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,6 +43,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#define MAX_CHUNKS 16
+
+enum transport { T_TCP, T_UNIX, T_PIPE, T_EXEC };
 
 static void die(const char *what)
 {
@@ -47,18 +62,33 @@ static double now(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static int receiver(int lfd, uint64_t bytes, size_t chunk)
+static size_t parse_size(const char *s)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 0);
+
+    if (*end == 'K' || *end == 'k') {
+        v <<= 10;
+        end++;
+    } else if (*end == 'M' || *end == 'm') {
+        v <<= 20;
+        end++;
+    }
+    if (*end || !v || v > (1ULL << 30)) {
+        fprintf(stderr, "rawsock: bad chunk size '%s'\n", s);
+        exit(2);
+    }
+    return v;
+}
+
+/* Read BYTES from FD in CHUNK-sized reads; the exit status of a child */
+static int drain(int fd, uint64_t bytes, size_t chunk)
 {
     char *buf = malloc(chunk);
     uint64_t got = 0;
-    int fd;
 
     if (!buf) {
         die("malloc");
-    }
-    fd = accept(lfd, NULL, NULL);
-    if (fd < 0) {
-        die("accept");
     }
     while (got < bytes) {
         ssize_t n = read(fd, buf, chunk);
@@ -73,42 +103,98 @@ static int receiver(int lfd, uint64_t bytes, size_t chunk)
         }
         got += n;
     }
-    if (write(fd, "k", 1) != 1) {
-        die("write ack");
-    }
-    close(fd);
     return 0;
 }
 
-int main(int argc, char **argv)
+static void send_all(int fd, const char *buf, uint64_t bytes, size_t chunk)
+{
+    uint64_t sent = 0;
+
+    while (sent < bytes) {
+        size_t len = bytes - sent < chunk ? bytes - sent : chunk;
+        ssize_t n = write(fd, buf, len);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            die("write");
+        }
+        sent += n;
+    }
+}
+
+static void no_delay(int fd)
+{
+    int one = 1;
+
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0) {
+        die("setsockopt TCP_NODELAY");
+    }
+}
+
+static void reap(pid_t pid)
+{
+    int status;
+
+    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
+        WEXITSTATUS(status)) {
+        fprintf(stderr, "rawsock: receiver failed\n");
+        exit(1);
+    }
+}
+
+/* One trial; returns the seconds from the first write to the receiver's end */
+static double trial(enum transport t, uint64_t bytes, size_t chunk,
+                    const char *path)
 {
     struct sockaddr_storage ss;
-    socklen_t sslen;
+    socklen_t sslen = 0;
     char dir[] = "/tmp/rawsock-XXXXXX";
-    int is_unix, lfd, fd, status;
-    uint64_t bytes, sent = 0;
-    size_t chunk = 1 << 20;
+    int lfd = -1, fd, p[2];
     double t0, t1;
-    char *buf, ack;
+    char *buf;
     pid_t pid;
 
-    if (argc < 3 || argc > 4 ||
-        (strcmp(argv[1], "tcp") && strcmp(argv[1], "unix"))) {
-        fprintf(stderr, "usage: rawsock tcp|unix BYTES [CHUNK]\n");
-        return 2;
+    buf = malloc(chunk);
+    if (!buf) {
+        die("malloc");
     }
-    is_unix = !strcmp(argv[1], "unix");
-    bytes = strtoull(argv[2], NULL, 0);
-    if (argc == 4) {
-        chunk = strtoull(argv[3], NULL, 0);
-    }
-    if (!bytes || !chunk) {
-        fprintf(stderr, "rawsock: BYTES and CHUNK must be positive\n");
-        return 2;
+    memset(buf, 0xa5, chunk);
+
+    if (t == T_PIPE || t == T_EXEC) {
+        if (pipe(p) < 0) {
+            die("pipe");
+        }
+        pid = fork();
+        if (pid < 0) {
+            die("fork");
+        }
+        if (!pid) {
+            close(p[1]);
+            if (t == T_PIPE) {
+                _exit(drain(p[0], bytes, chunk));
+            }
+            if (dup2(p[0], 0) < 0) {
+                _exit(1);
+            }
+            close(p[0]);
+            execl("/bin/sh", "sh", "-c", "exec cat > \"$0\"", path,
+                  (char *)NULL);
+            _exit(127);
+        }
+        close(p[0]);
+        t0 = now();
+        send_all(p[1], buf, bytes, chunk);
+        close(p[1]);
+        reap(pid);
+        t1 = now();
+        free(buf);
+        return t1 - t0;
     }
 
     memset(&ss, 0, sizeof(ss));
-    if (is_unix) {
+    if (t == T_UNIX) {
         struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
 
         if (!mkdtemp(dir)) {
@@ -135,7 +221,7 @@ int main(int argc, char **argv)
     if (listen(lfd, 1) < 0) {
         die("listen");
     }
-    if (!is_unix && getsockname(lfd, (struct sockaddr *)&ss, &sslen) < 0) {
+    if (t == T_TCP && getsockname(lfd, (struct sockaddr *)&ss, &sslen) < 0) {
         die("getsockname");
     }
 
@@ -144,51 +230,111 @@ int main(int argc, char **argv)
         die("fork");
     }
     if (!pid) {
-        _exit(receiver(lfd, bytes, chunk));
+        int cfd = accept(lfd, NULL, NULL);
+
+        if (cfd < 0) {
+            die("accept");
+        }
+        if (t == T_TCP) {
+            no_delay(cfd);
+        }
+        _exit(drain(cfd, bytes, chunk));
     }
     close(lfd);
 
-    buf = malloc(chunk);
-    if (!buf) {
-        die("malloc");
-    }
-    memset(buf, 0xa5, chunk);
-    fd = socket(is_unix ? AF_UNIX : AF_INET, SOCK_STREAM, 0);
+    fd = socket(t == T_UNIX ? AF_UNIX : AF_INET, SOCK_STREAM, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&ss, sslen) < 0) {
         die("connect");
     }
-
+    if (t == T_TCP) {
+        no_delay(fd);
+    }
     t0 = now();
-    while (sent < bytes) {
-        size_t len = bytes - sent < chunk ? bytes - sent : chunk;
-        ssize_t n = write(fd, buf, len);
-
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            die("write");
-        }
-        sent += n;
-    }
-    if (read(fd, &ack, 1) != 1) {
-        die("read ack");
-    }
+    send_all(fd, buf, bytes, chunk);
+    reap(pid);
     t1 = now();
     close(fd);
-
-    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
-        WEXITSTATUS(status)) {
-        fprintf(stderr, "rawsock: receiver failed\n");
-        return 1;
-    }
-    if (is_unix) {
+    free(buf);
+    if (t == T_UNIX) {
         unlink(((struct sockaddr_un *)&ss)->sun_path);
         rmdir(dir);
     }
-    printf("{\"transport\": \"%s\", \"bytes\": %llu, \"chunk\": %zu, "
-           "\"seconds\": %.6f, \"bytes_per_second\": %.0f}\n",
-           argv[1], (unsigned long long)bytes, chunk, t1 - t0,
-           bytes / (t1 - t0));
+    return t1 - t0;
+}
+
+int main(int argc, char **argv)
+{
+    static const char *names[] = { "tcp", "unix", "pipe", "exec" };
+    size_t chunks[MAX_CHUNKS];
+    double secs[MAX_CHUNKS];
+    const char *chunk_list = "32K,64K,256K,1M,4M";
+    const char *path = NULL;
+    int nchunks = 0, best = 0, i;
+    enum transport t;
+    uint64_t bytes;
+    char *list, *tok, *save;
+
+    if (argc < 3 || argc > 5) {
+        goto usage;
+    }
+    for (t = T_TCP; t <= T_EXEC; t++) {
+        if (!strcmp(argv[1], names[t])) {
+            break;
+        }
+    }
+    if (t > T_EXEC) {
+        goto usage;
+    }
+    bytes = strtoull(argv[2], NULL, 0);
+    if (argc >= 4) {
+        chunk_list = argv[3];
+    }
+    if (argc == 5) {
+        path = argv[4];
+    }
+    if (!bytes || (t == T_EXEC) != (path != NULL)) {
+        goto usage;
+    }
+    list = strdup(chunk_list);
+    for (tok = strtok_r(list, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        if (nchunks == MAX_CHUNKS) {
+            fprintf(stderr, "rawsock: at most %d chunk sizes\n", MAX_CHUNKS);
+            return 2;
+        }
+        chunks[nchunks++] = parse_size(tok);
+    }
+    free(list);
+    if (!nchunks) {
+        goto usage;
+    }
+
+    /* The receiver of a connection that failed must not wait forever */
+    signal(SIGPIPE, SIG_DFL);
+    for (i = 0; i < nchunks; i++) {
+        secs[i] = trial(t, bytes, chunks[i], path);
+        if (path) {
+            unlink(path);
+        }
+        if (secs[i] < secs[best]) {
+            best = i;
+        }
+    }
+
+    printf("{\"transport\": \"%s\", \"bytes\": %llu, \"best_chunk\": %zu, "
+           "\"seconds\": %.6f, \"bytes_per_second\": %.0f, \"trials\": [",
+           names[t], (unsigned long long)bytes, chunks[best], secs[best],
+           bytes / secs[best]);
+    for (i = 0; i < nchunks; i++) {
+        printf("%s{\"chunk\": %zu, \"seconds\": %.6f, "
+               "\"bytes_per_second\": %.0f}", i ? ", " : "", chunks[i],
+               secs[i], bytes / secs[i]);
+    }
+    printf("]}\n");
     return 0;
+
+usage:
+    fprintf(stderr, "usage: rawsock tcp|unix|pipe BYTES [CHUNK[,CHUNK...]]\n"
+            "       rawsock exec BYTES CHUNK[,CHUNK...] PATH\n");
+    return 2;
 }
