@@ -11,7 +11,8 @@
  *   exec  a pipe into `/bin/sh -c 'cat > PATH'`, as QEMU's exec: runs it.
  * Sockets and pipes get the options that QEMU's migration code gives them
  * when VFIO devices take part: TCP_NODELAY on both ends of a TCP
- * connection, defaults otherwise.
+ * connection, pipes grown to 1 MiB (F_SETPIPE_SZ, best effort as in
+ * QEMU), defaults otherwise.
  *
  * For each CHUNK (default 32K,64K,256K,1M,4M; suffixes K and M), a
  * receiver process reads BYTES in CHUNK-sized read()s (for exec: cat
@@ -36,6 +37,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -190,6 +192,8 @@ static double trial(enum transport t, uint64_t bytes, size_t chunk,
         if (pipe(p) < 0) {
             die("pipe");
         }
+        /* As QEMU does; a pipe that stays at 64 KiB still works */
+        fcntl(p[1], F_SETPIPE_SZ, 1 << 20);
         pid = fork();
         if (pid < 0) {
             die("fork");
