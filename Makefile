@@ -119,4 +119,4 @@ soak: build
 	@python3 $(S)/soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf build/obj build/obj.log build/rawsock
+	rm -rf build/obj build/obj.log build/rawsock build/obj-san build/obj-san.log build/sanitizers
