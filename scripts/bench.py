@@ -6,7 +6,10 @@ like demo.py), the VM carrying a vfio-sim-pci device, on every transport a
 user has for device state: tcp and unix sockets on loopback, fd: with a
 pipe (libvirt's save and tunnelled paths) and exec: into a file (`cat >
 FILE` on the source, `cat FILE` on the destination once the file is
-complete); stop-copy state of 64 MiB, 256 MiB and 1 GiB, plus one pre-copy
+complete); stop-copy state of 64 MiB, 256 MiB and 1 GiB, the largest of them
+once more with the device's null-content mode (it neither makes nor checks
+its bytes: what QEMU's own path does, without the device's work, as
+null-co measures the block layer), plus one pre-copy
 case (1 GiB, 900 MiB of it initial bytes, switchover-ack, tcp) when the
 build has it, plus the same VM without the device (the baseline downtime),
 plus, on each transport, a RAM-only case: a VM without the device whose
@@ -256,6 +259,8 @@ def migrate_once(opts, case, workdir, rawsock):
         props = "id=sim0,addr=0x5,state-size=%d" % size
         if case["precopy"]:
             props += ",pre-copy=on,initial-size=%d" % case["initial_size"]
+        if case.get("null"):
+            props += ",null-content=on"
         dev = ["-device", "vfio-sim-pci," + props]
         dev_trace = ["-D", trace, "-msg", "timestamp=on",
                      "-trace", "vfio_migration_set_state",
@@ -448,6 +453,13 @@ def build_cases(opts, precopy_reason):
             cases.append({"name": "%s-%s" % (transport, size_label(size)),
                           "transport": transport, "state_size": size,
                           "device": True, "precopy": False, "ram": False})
+        if opts.null and opts.sizes:
+            size = max(opts.sizes)
+            cases.append({"name": "%s-%s-null" % (transport,
+                                                  size_label(size)),
+                          "transport": transport, "state_size": size,
+                          "device": True, "precopy": False, "ram": False,
+                          "null": True})
         if opts.ram_size:
             for variant in ("series", "7.2") if opts.base_binary else \
                     ("series",):
@@ -593,6 +605,25 @@ def targets(cases, summaries, runs_by_case, precopy_reason):
         out.append(("stop-copy throughput >= 0.9x raw at 1 GiB (tcp, unix, "
                     "fd)", verdict(all(oks)),
                     "median ratio " + ", ".join(parts) + note))
+    # 1b. the same without the device's work on each byte (null-content):
+    # QEMU's own path, and what the device's work costs on top of it
+    parts, oks, costs = [], [], []
+    for t in transports:
+        s = summaries.get("%s-%s-null" % (t, size_label(big)))
+        d = summaries.get("%s-%s" % (t, size_label(big)))
+        if s and s["ratio"]:
+            r = s["ratio"]["median"]
+            if t != "exec":
+                oks.append(r >= 0.9)
+            parts.append("%s %.2f" % (t, r))
+            if d and d["ratio"]:
+                costs.append("%s x%.2f" % (t, d["ratio"]["median"] / r))
+    if oks:
+        out.append(("QEMU's path (null-content device) >= 0.9x raw at "
+                    "1 GiB (tcp, unix, fd)", verdict(all(oks)),
+                    "median ratio " + ", ".join(parts) +
+                    "; the device's work on each byte (null-content off) "
+                    "multiplies them by " + ", ".join(costs) + note))
     above = ["%s %.2f" % (c["name"], summaries[c["name"]]["ratio"]["median"])
              for c in cases if summaries[c["name"]]["ratio"] and
              summaries[c["name"]]["ratio"]["median"] > 1.05]
@@ -708,7 +739,8 @@ def chart(path, cases, summaries):
         for t in sorted({c["transport"] for c in cases}):
             rows = []
             for c in cases:
-                if c["transport"] != t or not c["device"] or c["precopy"]:
+                if c["transport"] != t or not c["device"] or \
+                        c["precopy"] or c.get("null"):
                     continue
                 s = summaries[c["name"]]
                 if not s["stop_copy_bytes_per_second"]:
@@ -724,6 +756,18 @@ def chart(path, cases, summaries):
             files[t] = os.path.join(tmp, t + ".dat")
             with open(files[t], "w") as f:
                 f.write("\n".join(rows) + "\n")
+        null_files = {}
+        for c in cases:
+            s = summaries[c["name"]]
+            if c.get("null") and s["stop_copy_bytes_per_second"]:
+                null_files[c["transport"]] = os.path.join(
+                    tmp, c["transport"] + "-null.dat")
+                with open(null_files[c["transport"]], "w") as f:
+                    f.write("%d %f %f %f\n" % (
+                        c["state_size"] // MiB,
+                        s["stop_copy_bytes_per_second"]["median"] / MiB,
+                        s["stop_copy_bytes_per_second"]["min"] / MiB,
+                        s["stop_copy_bytes_per_second"]["max"] / MiB))
         pc_file = None
         for c in cases:
             s = summaries[c["name"]]
@@ -746,6 +790,9 @@ def chart(path, cases, summaries):
             down.append("'%s' u 1:($1*1048576*1.5/($5*1048576)*1000) "
                         "w lines dt 3 lc rgb '%s' "
                         "t '%s: 1.5 x state / raw'" % (f, colors[t], t))
+        for t, f in null_files.items():
+            tput.append("'%s' u 1:2:3:4 w yerrorbars pt 6 ps 1.5 lc rgb '%s' "
+                        "t '%s: null-content device'" % (f, colors[t], t))
         if pc_file:
             down.append("'%s' u 1:2:3:4 w yerrorbars pt 7 ps 1.5 "
                         "lc rgb '#ff7f0e' t 'tcp: pre-copy + switchover-ack'"
@@ -806,6 +853,8 @@ def main():
                     "builds it, as make check-ab does)")
     ap.add_argument("--no-precopy", action="store_true",
                     help="skip the pre-copy case")
+    ap.add_argument("--no-null", dest="null", action="store_false",
+                    help="skip the null-content cases")
     ap.add_argument("--ram", default="256M",
                     help="guest RAM (default 256M)")
     ap.add_argument("--binary", default=BINARY)
@@ -869,6 +918,11 @@ def main():
         precopy_reason = precopy_unavailable(opts.binary)
     if precopy_reason:
         log("bench: skipping the pre-copy case: %s" % precopy_reason)
+    if opts.null and "null-content" not in device_props(opts.binary,
+                                                        "vfio-sim-pci"):
+        log("bench: skipping the null-content cases: vfio-sim-pci has no "
+            "null-content property")
+        opts.null = False
     cases = build_cases(opts, precopy_reason)
 
     load_before = os.getloadavg()
