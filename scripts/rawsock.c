@@ -11,8 +11,9 @@
  *   exec  a pipe into `/bin/sh -c 'cat > PATH'`, as QEMU's exec: runs it.
  * Sockets and pipes get the options that QEMU's migration code gives them
  * when VFIO devices take part: TCP_NODELAY on both ends of a TCP
- * connection, pipes grown to 1 MiB (F_SETPIPE_SZ, best effort as in
- * QEMU), defaults otherwise.
+ * connection, a 2 MiB send buffer asked for on the sending end of a unix
+ * socket (SO_SNDBUF, which the kernel caps at net.core.wmem_max), pipes
+ * grown to 1 MiB (F_SETPIPE_SZ, best effort as in QEMU).
  *
  * For each CHUNK (default 32K,64K,256K,1M,4M; suffixes K and M), a
  * receiver process reads BYTES in CHUNK-sized read()s (for exec: cat
@@ -159,6 +160,16 @@ static void no_delay(int fd)
     }
 }
 
+/* As QEMU asks for its unix sockets; the kernel caps it at wmem_max */
+static void grow_sndbuf(int fd)
+{
+    int size = 2 << 20;
+
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)) < 0) {
+        die("setsockopt SO_SNDBUF");
+    }
+}
+
 static void reap(pid_t pid)
 {
     int status;
@@ -276,6 +287,8 @@ static double trial(enum transport t, uint64_t bytes, size_t chunk,
     }
     if (t == T_TCP) {
         no_delay(fd);
+    } else {
+        grow_sndbuf(fd);
     }
     t0 = now();
     send_all(fd, buf, bytes, chunk);
