@@ -127,28 +127,29 @@ def mix(x):
     return x ^ (x >> 31)
 
 
-# Per 64-bit word of a 4 KiB page: the pattern's word, and the checksum's
-# key for the word's place in its 1 KiB block
+# Per 1 KiB block of a 4 KiB page and per lane: the sum of the pattern's
+# words and of the checksum's keys for their places in the block
 _PATTERN_KEYS = [(mix(j * 8 + GOLDEN), mix(~((j % 128) * 8) & M64))
                  for j in range(512)]
+_BLOCK_SUMS = [[sum(p + k for p, k in _PATTERN_KEYS[block + lane:
+                                                   block + 128:8]) & M64
+                for lane in range(8)]
+               for block in range(0, 512, 128)]
 
 
 @functools.lru_cache(maxsize=8)
 def sim_content_hash(seed, generation, size):
     """The content's checksum: 8 lanes over 64-byte stripes, each lane
-    mixed after every 1 KiB block."""
+    mixed after every 1 KiB block.  Each word of a page is the pattern's
+    plus the page's word, so a block adds the table's sum and 16 page
+    words to each lane."""
     key = mix(seed ^ mix(generation ^ 0x5eed5eed5eed5eed))
     lanes = [mix(0x6a09e667f3bcc908 + i) for i in range(8)]
-    pk = _PATTERN_KEYS
     for page in range(size // 4096):
-        pw = mix(key + (page + 1) * GOLDEN)
-        for block in range(0, 512, 128):
+        pw16 = mix(key + (page + 1) * GOLDEN) * 16
+        for sums in _BLOCK_SUMS:
             for lane in range(8):
-                acc = lanes[lane]
-                for word in range(block + lane, block + 128, 8):
-                    p, k = pk[word]
-                    acc += p ^ pw ^ k
-                acc &= M64
+                acc = (lanes[lane] + sums[lane] + pw16) & M64
                 lanes[lane] = ((acc ^ (acc >> 29)) * GOLDEN) & M64
     h = mix(size ^ GOLDEN)
     for i, lane in enumerate(lanes):
