@@ -274,6 +274,8 @@ def migrate_once(opts, case, workdir, rawsock):
             props += ",pre-copy=on,initial-size=%d" % case["initial_size"]
         if case.get("null"):
             props += ",null-content=on"
+        if opts.device_props:
+            props += "," + opts.device_props
         dev = ["-device", "vfio-sim-pci," + props]
         dev_trace = ["-D", trace, "-msg", "timestamp=on",
                      "-trace", "vfio_migration_set_state",
@@ -900,6 +902,9 @@ def main():
     ap.add_argument("--ram", default="256M",
                     help="guest RAM (default 256M)")
     ap.add_argument("--binary", default=BINARY)
+    ap.add_argument("--device-props", default="",
+                    help="more vfio-sim-pci properties, e.g. x-avx2=off "
+                    "(its portable 16-byte path)")
     ap.add_argument("--rawsock",
                     default=os.path.join(TOP, "build", "rawsock"),
                     help="the raw socket helper (make builds it)")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Configure (once) and build build/qemu into build/obj: x86_64-softmmu only,
-# with KVM, VFIO and the qtests, -Werror, ccache when present, and Debian's
+# with KVM, VFIO and the qtests, the AVX2 paths (on in Debian's package, off
+# under --without-default-features), -Werror, ccache when present, and Debian's
 # firmware packages on the firmware path.
 #
 # SERIES_CONFIGURE_EXTRA: extra configure arguments, split on blanks and
@@ -18,6 +19,7 @@ CONFIG_ARGS=(
     --enable-werror
     --enable-docs
     --disable-install-blobs
+    --enable-avx2
     --firmwarepath="$FIRMWAREPATH"
     --prefix="$TOP/build/install"
 )
