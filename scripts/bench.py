@@ -43,20 +43,27 @@ Method, per run of a case:
   reference for QEMU's path with a device that works on every byte, as
   vfio-sim-pci does.  Its ratio is reported, not judged.
 
-* VFIO stop-copy throughput, measured inside the source QEMU with its
+* VFIO stop-copy throughput, measured inside the two QEMUs with their
   trace events (this build's trace backend is `log`, so: -D FILE
-  -msg timestamp=on -trace vfio_migration_set_state
+  -msg timestamp=on; on the source -trace vfio_migration_set_state
   -trace vfio_save_complete_precopy, and -trace vfio_save_block in the
-  pre-copy case; every line carries a microsecond timestamp).  Time: from the last `vfio_migration_set_state ... ->
-  STOP_COPY` to `vfio_save_complete_precopy`, i.e. from the device entering
-  STOP_COPY until the complete handler has read all of its data and
-  written it to the channel (what is still in the socket or pipe buffer
-  then is at most its size, a few hundred KiB).  Bytes: without pre-copy,
-  all of the device's stream moves in that window: the VFIO bytes that
-  query-migrate reports (the device's own bytes, without the migration
-  stream's framing).  With pre-copy, the sum of the `vfio_save_block`
-  sizes in the window, a trace event enabled only for that case (each
-  event is a write() of the log, one per 256 KiB read).
+  pre-copy case; on the destination -trace vfio_sim_resume_record; every
+  line carries a microsecond timestamp of the same clock).  Time: from the
+  source's last `vfio_migration_set_state ... -> STOP_COPY`, the device
+  entering STOP_COPY, until the destination's last `vfio_sim_resume_record`,
+  its device having taken and checked the last byte of the state: end to
+  end, as the raw helper's window, which ends at its receiver.  Up to
+  2026-12-05 19:30 the window ended at the source's
+  `vfio_save_complete_precopy`, when the complete handler has handed all
+  of the data to the channel; it is kept as stop_copy_seconds_sent (the
+  two ends measured 0.0-0.3 ms apart on tcp, unix and pipes).  exec: and
+  builds without the destination's event end at the source (exec: the
+  destination reads the file once it is complete).  Bytes: without
+  pre-copy, all of the device's stream moves in that window: the VFIO
+  bytes that query-migrate reports (the device's own bytes, without the
+  migration stream's framing).  With pre-copy, the sum of the
+  `vfio_save_block` sizes in the window, a trace event enabled only for
+  that case (each event is a write() of the log, one per 256 KiB read).
 
 * RAM throughput (RAM-only cases): ram.transferred over total-time minus
   setup-time, from query-migrate on the source, under QEMU's default
@@ -193,7 +200,9 @@ def raw_limit(rawsock, transport, nbytes, workdir, touch=False):
 def parse_trace(path):
     """Stop-copy window of the device from the source's trace log.
 
-    Returns (seconds, bytes, blocks) or None when the events are missing.
+    Returns (start, sent, bytes, blocks) or None when the events are
+    missing: the times of the device's STOP_COPY and of the end of its
+    complete handler, and the bytes and count of the blocks in between.
     """
     t_stop_copy = None
     t_complete = None
@@ -224,8 +233,29 @@ def parse_trace(path):
                     t_complete = t
     if t_stop_copy is None or t_complete is None:
         return None
-    return (t_complete - t_stop_copy, sum(b for b in blocks if b > 0),
+    return (t_stop_copy, t_complete, sum(b for b in blocks if b > 0),
             len(blocks))
+
+
+def last_resumed(path, after):
+    """When the destination's device took the last byte of its state.
+
+    The time of the last vfio_sim_resume_record event after AFTER in the
+    destination's trace log, or None (a build without the event).
+    """
+    last = None
+    try:
+        f = open(path, errors="replace")
+    except OSError:
+        return None
+    with f:
+        for line in f:
+            m = TRACE_RE.match(line.strip())
+            if m and m.group(3) == "vfio_sim_resume_record":
+                t = int(m.group(1)) + int(m.group(2)) / 1e6
+                if t >= after:
+                    last = t
+    return last
 
 
 # ---------------------------------------------------------------------------
@@ -256,6 +286,7 @@ def migrate_once(opts, case, workdir, rawsock):
         result["raw_before_bytes_per_second"] = raw["bytes_per_second"]
 
     trace = os.path.join(rundir, "source-trace.log")
+    dst_trace = os.path.join(rundir, "destination-trace.log")
     common = ["-machine", "q35", "-accel", opts.accel, "-m", opts.ram]
     src_mem = dst_mem = []
     if case["ram"]:
@@ -288,6 +319,10 @@ def migrate_once(opts, case, workdir, rawsock):
     else:
         dev_trace = []
     src_args = common + src_mem + dev + dev_trace
+    # The window ends when the destination's device has taken the last
+    # byte, as the raw helper's ends at its receiver (one event per record)
+    dst_dev_trace = ["-D", dst_trace, "-msg", "timestamp=on",
+                     "-trace", "vfio_sim_resume_record"] if dev else []
 
     pipe = None
     dst_fds = ()
@@ -312,7 +347,8 @@ def migrate_once(opts, case, workdir, rawsock):
     try:
         src = Vm("source", binary, src_args, rundir, qmp_timeout=300)
         dst = Vm("destination", binary,
-                 common + dst_mem + dev + ["-S", "-incoming", "defer"],
+                 common + dst_mem + dev + dst_dev_trace +
+                 ["-S", "-incoming", "defer"],
                  rundir, qmp_timeout=300, pass_fds=dst_fds)
         if pipe:
             os.close(pipe[0])
@@ -445,7 +481,13 @@ def migrate_once(opts, case, workdir, rawsock):
         window = parse_trace(trace)
         if window is None:
             raise RuntimeError("no STOP_COPY window in the trace %s" % trace)
-        seconds, nbytes, nblocks = window
+        t_start, t_sent, nbytes, nblocks = window
+        # exec: the destination reads the file only once it is complete
+        t_end = None if transport == "exec" else \
+            last_resumed(dst_trace, t_start)
+        result["stop_copy_end"] = "destination" if t_end else "source"
+        result["stop_copy_seconds_sent"] = t_sent - t_start
+        seconds = (t_end or t_sent) - t_start
         if not nblocks:
             # No per-block events: without pre-copy the whole stream moved
             # in the window, the device's bytes that query-migrate counts;
