@@ -18,9 +18,10 @@
  * For each CHUNK (default 32K,64K,256K,1M,4M; suffixes K and M), a
  * receiver process reads BYTES in CHUNK-sized read()s (for exec: cat
  * writes them to PATH), while this process writes BYTES of a non-zero
- * pattern in CHUNK-sized write()s.  The clock runs from the first write
- * until the receiver has exited after taking the last byte, so the
- * figure is end to end.  The best chunk size depends on the transport
+ * pattern in CHUNK-sized write()s.  The clock runs from the first write,
+ * with the receiver connected and its buffer paged in, until the receiver
+ * has taken the last byte (exec: until cat has exited), so the figure is
+ * end to end, as bench.py's window of QEMU is.  The best chunk size depends on the transport
  * and the machine's caches: the limit is the best of them, that of the
  * best plain program, not of one guess.
  *
@@ -46,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -56,6 +58,8 @@
 
 static int touch;
 static volatile uint64_t touch_sink;
+/* Shared with the receiver: when it took the last byte */
+static volatile double *receiver_done;
 
 enum transport { T_TCP, T_UNIX, T_PIPE, T_EXEC };
 
@@ -92,8 +96,12 @@ static size_t parse_size(const char *s)
     return v;
 }
 
-/* Read BYTES from FD in CHUNK-sized reads; the exit status of a child */
-static int drain(int fd, uint64_t bytes, size_t chunk)
+/*
+ * Read BYTES from FD in CHUNK-sized reads; the exit status of a child.
+ * Tells READY (a pipe) once its buffer is paged in, as a program that
+ * waits for the data has it, and notes when it took the last byte.
+ */
+static int drain(int fd, uint64_t bytes, size_t chunk, int ready)
 {
     char *buf = malloc(chunk);
     uint64_t got = 0;
@@ -101,6 +109,11 @@ static int drain(int fd, uint64_t bytes, size_t chunk)
     if (!buf) {
         die("malloc");
     }
+    memset(buf, 0, chunk);
+    if (write(ready, "", 1) != 1) {
+        die("write ready");
+    }
+    close(ready);
     while (got < bytes) {
         ssize_t n = read(fd, buf, chunk);
 
@@ -125,7 +138,20 @@ static int drain(int fd, uint64_t bytes, size_t chunk)
         }
         got += n;
     }
+    *receiver_done = now();
     return 0;
+}
+
+/* Wait for the receiver to be ready to read */
+static void wait_ready(int ready)
+{
+    char c;
+
+    if (read(ready, &c, 1) != 1) {
+        fprintf(stderr, "rawsock: receiver failed to start\n");
+        exit(1);
+    }
+    close(ready);
 }
 
 static void send_all(int fd, char *buf, uint64_t bytes, size_t chunk)
@@ -181,14 +207,18 @@ static void reap(pid_t pid)
     }
 }
 
-/* One trial; returns the seconds from the first write to the receiver's end */
+/*
+ * One trial; returns the seconds from the first write, with the receiver
+ * connected and waiting, until it has taken the last byte (exec: until
+ * cat has exited)
+ */
 static double trial(enum transport t, uint64_t bytes, size_t chunk,
                     const char *path)
 {
     struct sockaddr_storage ss;
     socklen_t sslen = 0;
     char dir[] = "/tmp/rawsock-XXXXXX";
-    int lfd = -1, fd, p[2];
+    int lfd = -1, fd, p[2], rd[2] = { -1, -1 };
     double t0, t1;
     char *buf;
     pid_t pid;
@@ -199,6 +229,10 @@ static double trial(enum transport t, uint64_t bytes, size_t chunk,
     }
     memset(buf, 0xa5, chunk);
 
+    /* cat (exec:) cannot tell when it is ready or done */
+    if (t != T_EXEC && pipe(rd) < 0) {
+        die("pipe");
+    }
     if (t == T_PIPE || t == T_EXEC) {
         if (pipe(p) < 0) {
             die("pipe");
@@ -212,7 +246,8 @@ static double trial(enum transport t, uint64_t bytes, size_t chunk,
         if (!pid) {
             close(p[1]);
             if (t == T_PIPE) {
-                _exit(drain(p[0], bytes, chunk));
+                close(rd[0]);
+                _exit(drain(p[0], bytes, chunk, rd[1]));
             }
             if (dup2(p[0], 0) < 0) {
                 _exit(1);
@@ -223,11 +258,15 @@ static double trial(enum transport t, uint64_t bytes, size_t chunk,
             _exit(127);
         }
         close(p[0]);
+        if (t == T_PIPE) {
+            close(rd[1]);
+            wait_ready(rd[0]);
+        }
         t0 = now();
         send_all(p[1], buf, bytes, chunk);
         close(p[1]);
         reap(pid);
-        t1 = now();
+        t1 = t == T_PIPE ? *receiver_done : now();
         free(buf);
         return t1 - t0;
     }
@@ -277,9 +316,11 @@ static double trial(enum transport t, uint64_t bytes, size_t chunk,
         if (t == T_TCP) {
             no_delay(cfd);
         }
-        _exit(drain(cfd, bytes, chunk));
+        close(rd[0]);
+        _exit(drain(cfd, bytes, chunk, rd[1]));
     }
     close(lfd);
+    close(rd[1]);
 
     fd = socket(t == T_UNIX ? AF_UNIX : AF_INET, SOCK_STREAM, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&ss, sslen) < 0) {
@@ -290,10 +331,11 @@ static double trial(enum transport t, uint64_t bytes, size_t chunk,
     } else {
         grow_sndbuf(fd);
     }
+    wait_ready(rd[0]);
     t0 = now();
     send_all(fd, buf, bytes, chunk);
     reap(pid);
-    t1 = now();
+    t1 = *receiver_done;
     close(fd);
     free(buf);
     if (t == T_UNIX) {
@@ -350,6 +392,12 @@ int main(int argc, char **argv)
         goto usage;
     }
 
+    receiver_done = mmap(NULL, sizeof(*receiver_done),
+                         PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                         -1, 0);
+    if (receiver_done == MAP_FAILED) {
+        die("mmap");
+    }
     touch = getenv("RAWSOCK_TOUCH") && !strcmp(getenv("RAWSOCK_TOUCH"), "1");
     /* The receiver of a connection that failed must not wait forever */
     signal(SIGPIPE, SIG_DFL);
