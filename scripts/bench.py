@@ -24,11 +24,10 @@ Method, per run of a case:
 * Raw limit.  Right before and right after the migration,
   scripts/rawsock.c moves the same number of bytes (the device's stop-copy
   stream: state, header, trailer) over the same kind of transport (a
-  loopback socket, a pipe, a pipe into `cat > FILE`) with default options,
-  as QEMU's migration code leaves them, timed from the first write, the
-  receiver connected and ready, until the receiver has taken the last
-  byte.  It does so with write()s and
-  read()s of 32 KiB, 64 KiB, 256 KiB, 1 MiB and 4 MiB and keeps the best:
+  loopback socket, a pipe, a pipe into `cat > FILE`) with the options
+  QEMU's migration code gives them with VFIO devices, timed from the first
+  write, the receiver connected and ready, until the receiver has taken
+  the last byte.  It does so with write()s and read()s of 32 KiB, 64 KiB, 256 KiB, 1 MiB and 4 MiB and keeps the best:
   the limit is that of the best plain program, on that transport and this
   machine, not of one guess at a chunk size (on loopback TCP small chunks
   win, on unix sockets and pipes larger ones).  The limit is the better of
