@@ -25,10 +25,12 @@
  * and the machine's caches: the limit is the best of them, that of the
  * best plain program, not of one guess.
  *
- * With RAWSOCK_TOUCH=1 in the environment, each side also makes one pass
- * over each chunk, as a device's data_fd read and write do (the writer
- * fills it, the reader sums its 64-bit words): not a limit, a measure of
- * what one more pass over the data costs on each side.
+ * With RAWSOCK_TOUCH=1 in the environment, each side also copies each
+ * chunk once, as a device's data_fd read and write do (copy_to_user() and
+ * copy_from_user() in its driver): the writer copies it in from a buffer
+ * of its own before writing it, the reader copies it out after reading
+ * it, both with memcpy().  Not a limit: a measure of what the least
+ * device costs on each side.
  *
  * Prints one JSON object: {"transport", "bytes", "best_chunk",
  * "seconds", "bytes_per_second", "trials": [{"chunk", "seconds",
@@ -57,7 +59,9 @@
 #define MAX_CHUNKS 16
 
 static int touch;
-static volatile uint64_t touch_sink;
+static volatile uint8_t touch_sink;
+/* RAWSOCK_TOUCH=1: the device's side of each copy, one chunk */
+static char *touch_buf;
 /* Shared with the receiver: when it took the last byte */
 static volatile double *receiver_done;
 
@@ -118,14 +122,8 @@ static int drain(int fd, uint64_t bytes, size_t chunk, int ready)
         ssize_t n = read(fd, buf, chunk);
 
         if (touch && n > 0) {
-            uint64_t sum = 0, w;
-            ssize_t i;
-
-            for (i = 0; i + 8 <= n; i += 8) {
-                memcpy(&w, buf + i, 8);
-                sum += w;
-            }
-            touch_sink += sum;
+            memcpy(touch_buf, buf, n);
+            touch_sink += touch_buf[n - 1];
         }
 
         if (n < 0 && errno == EINTR) {
@@ -163,7 +161,7 @@ static void send_all(int fd, char *buf, uint64_t bytes, size_t chunk)
         ssize_t n;
 
         if (touch) {
-            memset((char *)buf, (int)(sent >> 20) | 1, len);
+            memcpy(buf, touch_buf, len);
         }
         n = write(fd, buf, len);
 
@@ -228,6 +226,13 @@ static double trial(enum transport t, uint64_t bytes, size_t chunk,
         die("malloc");
     }
     memset(buf, 0xa5, chunk);
+    if (touch) {
+        touch_buf = malloc(chunk);
+        if (!touch_buf) {
+            die("malloc");
+        }
+        memset(touch_buf, 0x5a, chunk);
+    }
 
     /* cat (exec:) cannot tell when it is ready or done */
     if (t != T_EXEC && pipe(rd) < 0) {
@@ -268,6 +273,8 @@ static double trial(enum transport t, uint64_t bytes, size_t chunk,
         reap(pid);
         t1 = t == T_PIPE ? *receiver_done : now();
         free(buf);
+        free(touch_buf);
+        touch_buf = NULL;
         return t1 - t0;
     }
 
@@ -338,6 +345,8 @@ static double trial(enum transport t, uint64_t bytes, size_t chunk,
     t1 = *receiver_done;
     close(fd);
     free(buf);
+    free(touch_buf);
+    touch_buf = NULL;
     if (t == T_UNIX) {
         unlink(((struct sockaddr_un *)&ss)->sun_path);
         rmdir(dir);
