@@ -27,7 +27,10 @@ Method, per run of a case:
   loopback socket, a pipe, a pipe into `cat > FILE`) with the options
   QEMU's migration code gives them with VFIO devices, timed from the first
   write, the receiver connected and ready, until the receiver has taken
-  the last byte.  It does so with write()s and read()s of 32 KiB, 64 KiB, 256 KiB, 1 MiB and 4 MiB and keeps the best:
+  the last byte.  It does so with write()s and read()s of 32 KiB, 64 KiB,
+  256 KiB, 1 MiB and 4 MiB, and with each of those writes but 256 KiB
+  again read 256 KiB at a time (QEMU's read size; since 2026-12-05 20:40),
+  and keeps the best:
   the limit is that of the best plain program, on that transport and this
   machine, not of one guess at a chunk size (on loopback TCP small chunks
   win, on unix sockets and pipes larger ones).  The limit is the better of
