@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's checks, in order: checkpatch on every patch of the series,
-# a full build, the series' own qtests, the base tree's whole
+# a full build, the series' own qtests and unit tests, the base tree's whole
 # migration-test, the real-kernel, A/B and libvirt suites.  Ends with
 # "N passed, N failed, N skipped".
 set -uo pipefail
@@ -78,6 +78,17 @@ for t in $series_tests; do
         continue
     fi
     "$TOP/scripts/tap-run.py" "$TALLY" 1200 "$bin"
+done
+
+section "the series' own unit tests"
+for t in $(git -C "$TREE" diff --name-only --diff-filter=A base..HEAD -- 'tests/unit/test-*.c'); do
+    bin=$OBJ/tests/unit/$(basename "$t" .c)
+    if [ ! -x "$bin" ]; then
+        echo "FAIL $(basename "$bin"): not built"
+        count fail
+        continue
+    fi
+    "$TOP/scripts/tap-run.py" "$TALLY" 300 "$bin"
 done
 
 # The base tree's whole migration-test: the series runs every migration
