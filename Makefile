@@ -1,7 +1,7 @@
 # VFIO migration protocol v2 for QEMU 7.2: the series and its checks.
 #
 #   make demo           live-migrate a VM between two local QEMUs (the main job)
-#   make check          checkpatch, full build, the series' qtests, regressions
+#   make check          checkpatch, full build, the series' tests, regressions
 #   make bench          VFIO migration throughput, downtime, RSS vs raw socket
 #   make check-libvirt  the series through libvirt (virsh migrate, save, ...)
 #   make check-realkernel  Linux's mtty driver on Debian's 6.12, nested guest
