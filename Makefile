@@ -8,7 +8,7 @@
 #   make check-ab       guests without a VFIO device: the series against 7.2
 #   make deb            Debian's qemu with the series: x86 .debs in build/deb
 #   make check-deb      install those .debs in a clean bookworm root, check them
-#   make check-sanitizers  the series' qtests and migration-test, ASan+UBSan
+#   make check-sanitizers  the series' tests and migration-test, ASan+UBSan
 #   make fuzz           mutated streams into the destination's VFIO parser
 #   make soak           one VM migrated back and forth 200 times, cancels too
 #

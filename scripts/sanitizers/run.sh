@@ -3,11 +3,12 @@
 #
 # make check-sanitizers: build/qemu built with ASan and UBSan into
 # build/obj-san (scripts/build.sh's configuration plus the sanitizers),
-# then the series' own qtests and the base tree's migration-test on it,
-# one glib test path per run so that every report names its test.  Any
-# sanitizer report fails the "no sanitizer report" check; reports.py prints
-# each distinct finding with its first lines and top frames.  Ends with
-# "N passed, N failed, N skipped"; exits non-zero on any failure.
+# then the series' own qtests and unit tests and the base tree's
+# migration-test on it, one glib test path per run so that every report
+# names its test.  Any sanitizer report fails the "no sanitizer report"
+# check; reports.py prints each distinct finding with its first lines and
+# top frames.  Ends with "N passed, N failed, N skipped"; exits non-zero
+# on any failure.
 #
 # usage: run.sh [--tally FILE] [--only PATH,...] [--timeout S] [--build-only]
 #   --tally FILE   add the counts to FILE ("passed failed skipped")
@@ -76,12 +77,20 @@ finish() {
     exit
 }
 
-# The series' qtests, as scripts/check.sh finds them, and migration-test
+# The series' qtests and unit tests, as scripts/check.sh finds them, and
+# migration-test
 series_tests=$(git -C "$TREE" diff --name-only --diff-filter=A base..HEAD \
-               -- 'tests/qtest/*-test.c' | xargs -r -n1 basename | sed 's/\.c$//')
+               -- 'tests/qtest/*-test.c' 'tests/unit/test-*.c' |
+               xargs -r -n1 basename | sed 's/\.c$//')
 tests="$series_tests migration-test"
+test_dir() {    # where the build puts test binary $1 (wrap.sh knows too)
+    case $1 in
+    test-*) echo tests/unit ;;
+    *) echo tests/qtest ;;
+    esac
+}
 targets=(qemu-system-x86_64)
-for t in $tests; do targets+=("tests/qtest/$t"); done
+for t in $tests; do targets+=("$(test_dir "$t")/$t"); done
 
 note "sanitizer build: build/obj-san (${targets[*]})"
 t0=$SECONDS
@@ -126,7 +135,7 @@ if [ ! -w /dev/kvm ]; then
     echo "note: /dev/kvm is not usable here: qtests run under TCG"
 fi
 for t in $tests; do
-    if [ ! -x "$SAN_OBJ/tests/qtest/$t" ]; then
+    if [ ! -x "$SAN_OBJ/$(test_dir "$t")/$t" ]; then
         echo "FAIL $t: not built"
         count fail
         continue

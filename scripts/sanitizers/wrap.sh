@@ -13,6 +13,7 @@
 name=${0##*/}
 case $name in
 qemu-system-*) real=$SAN_OBJ/$name ;;
+test-*) real=$SAN_OBJ/tests/unit/$name ;;
 *) real=$SAN_OBJ/tests/qtest/$name ;;
 esac
 copy=$SAN_LOG_DIR/stderr.$name.$$
