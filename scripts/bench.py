@@ -735,30 +735,27 @@ def targets(cases, summaries, runs_by_case, precopy_reason):
                     "median ratio " + ", ".join(parts) +
                     "; the device's work on each byte (null-content off) "
                     "multiplies them by " + ", ".join(costs) + note))
+    def info(key, text):
+        """A line of KEY's medians on each transport, not judged."""
+        parts = []
+        for t in transports:
+            d = summaries.get("%s-%s" % (t, size_label(big)))
+            if d and d.get(key):
+                parts.append("%s %.2f" % (t, d[key]["median"]))
+        if parts:
+            out.append((text, "INFO",
+                        "median ratio " + ", ".join(parts) + note))
+
     # 1c. not a target: against a plain program that copies each buffer
     # once on each side, as any device's read and write do
-    parts = []
-    for t in transports:
-        d = summaries.get("%s-%s" % (t, size_label(big)))
-        if d and d.get("ratio_pass"):
-            parts.append("%s %.2f" % (t, d["ratio_pass"]["median"]))
-    if parts:
-        out.append(("with the device's work, against a plain program that "
-                    "copies each buffer once on each side "
-                    "(RAWSOCK_TOUCH=1), 1 GiB", "INFO",
-                    "median ratio " + ", ".join(parts) + note))
+    info("ratio_pass", "with the device's work, against a plain program "
+         "that copies each buffer once on each side (RAWSOCK_TOUCH=1), "
+         "1 GiB")
     # 1d. not a target: the same limit against the raw helper itself
-    parts = []
-    for t in transports:
-        d = summaries.get("%s-%s" % (t, size_label(big)))
-        if d and d.get("ratio_raw_own"):
-            parts.append("%s %.2f" % (t, d["ratio_raw_own"]["median"]))
-    if parts:
-        out.append(("the raw helper's own %d KiB trials (QEMU's record "
-                    "size) against the same limit, 1 GiB: what the plain "
-                    "transport itself scores, one trial against the best "
-                    "of all" % (QEMU_RECORD // 1024), "INFO",
-                    "median ratio " + ", ".join(parts) + note))
+    info("ratio_raw_own", "the raw helper's own %d KiB trials (QEMU's "
+         "record size) against the same limit, 1 GiB: what the plain "
+         "transport itself scores, one trial against the best of all" %
+         (QEMU_RECORD // 1024))
     above = ["%s %.2f" % (c["name"], summaries[c["name"]]["ratio"]["median"])
              for c in cases if summaries[c["name"]]["ratio"] and
              summaries[c["name"]]["ratio"]["median"] > 1.05]

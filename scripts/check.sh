@@ -65,31 +65,28 @@ if [ ! -w /dev/kvm ]; then
     echo "note: /dev/kvm is not usable here: qtests run under TCG"
 fi
 
+# The test binaries of the files the series adds that match $1 (build
+# path = source path), each given $2 seconds
+run_series_tests() {
+    local t bin any=''
+    for t in $(git -C "$TREE" diff --name-only --diff-filter=A base..HEAD -- "$1"); do
+        any=1
+        bin=$OBJ/$(dirname "$t")/$(basename "$t" .c)
+        if [ ! -x "$bin" ]; then
+            echo "FAIL $(basename "$bin"): not built"
+            count fail
+            continue
+        fi
+        "$TOP/scripts/tap-run.py" "$TALLY" "$2" "$bin"
+    done
+    [ -n "$any" ] || echo "(the series adds none yet)"
+}
+
 section "the series' own qtests"
-series_tests=$(git -C "$TREE" diff --name-only --diff-filter=A base..HEAD -- 'tests/qtest/*-test.c')
-if [ -z "$series_tests" ]; then
-    echo "(the series adds no qtest of its own yet)"
-fi
-for t in $series_tests; do
-    bin=$OBJ/tests/qtest/$(basename "$t" .c)
-    if [ ! -x "$bin" ]; then
-        echo "FAIL $(basename "$bin"): not built"
-        count fail
-        continue
-    fi
-    "$TOP/scripts/tap-run.py" "$TALLY" 1200 "$bin"
-done
+run_series_tests 'tests/qtest/*-test.c' 1200
 
 section "the series' own unit tests"
-for t in $(git -C "$TREE" diff --name-only --diff-filter=A base..HEAD -- 'tests/unit/test-*.c'); do
-    bin=$OBJ/tests/unit/$(basename "$t" .c)
-    if [ ! -x "$bin" ]; then
-        echo "FAIL $(basename "$bin"): not built"
-        count fail
-        continue
-    fi
-    "$TOP/scripts/tap-run.py" "$TALLY" 300 "$bin"
-done
+run_series_tests 'tests/unit/test-*.c' 300
 
 # The base tree's whole migration-test: the series runs every migration
 # of every guest (SERIES_MIGRATION_ARGS: e.g. -p PATH)
